@@ -1,0 +1,222 @@
+"""`perchd` command line: run | hardware | models (list/verify/pull) | detect FILE | bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..accelerators.probe import probe
+from .config import ConfigError, Settings, load_settings
+from .logs import setup_logging
+from .manifest import ModelFileError, load_manifest, resolve
+from .pull import pull, wanted_files
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("perch")
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(getattr(args, "config", None), overrides=extra)
+
+
+def _usable_kinds(settings: Settings) -> list[str]:
+    report = probe(settings.hardware_root)
+    if settings.accelerator not in ("auto", "cpu"):
+        return [settings.accelerator, "cpu"]
+    return [k for k in report.usable_kinds() if settings.accelerator == "auto" or k == "cpu"]
+
+
+def _default_models(settings: Settings) -> list[str]:
+    manifest = load_manifest()
+    if settings.detection.model != "auto":
+        return [settings.detection.model]
+    defaults = manifest.defaults.get("detection", {})
+    return list(dict.fromkeys(defaults[k] for k in _usable_kinds(settings) if k in defaults))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args, port=args.port)
+    setup_logging(settings.log_level)
+    if args.pull:
+        _pull(settings, _default_models(settings), None)
+    missing = _missing_default_files(settings)
+    if missing:
+        log.warning("default model files missing in %s: %s — fetch them with `perchd models pull`"
+                    " (or set PERCHD_MODEL_DIR to a folder that has them)", settings.model_dir, ", ".join(missing))
+    from .app import run_daemon
+
+    asyncio.run(run_daemon(settings))
+    return 0
+
+
+def _missing_default_files(settings: Settings) -> list[str]:
+    manifest = load_manifest()
+    items = wanted_files(manifest, _default_models(settings)[:1], ["cpu"])
+    missing = []
+    for item in items:
+        try:
+            resolve(settings.model_dir, item.ref, verify=False)
+        except ModelFileError:
+            missing.append(item.ref.file)
+    return missing
+
+
+def _pull(settings: Settings, model_ids: list[str], base_url: str | None) -> int:
+    manifest = load_manifest()
+    unknown = [m for m in model_ids if m not in manifest.models]
+    if unknown:
+        print(f"unknown model(s): {', '.join(unknown)}; see `perchd models list`", file=sys.stderr)
+        return 1
+    items = wanted_files(manifest, model_ids, _usable_kinds(settings))
+    print(f"pulling {len(items)} file(s) into {settings.model_dir}", file=sys.stderr)
+    errors = pull(manifest, settings.model_dir, items, base_url)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    root = args.root or os.environ.get("PERCHD_HARDWARE_ROOT") or "/"
+    report = probe(Path(root))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    b = report.board
+    print(f"board: {b.model or 'unknown'}  soc: {b.soc or 'unknown'}  cpu: {b.cpu_model or 'unknown'}"
+          f" ({b.cores} cores)")
+    print(f"{'accelerator':<10} {'present':<8} {'usable':<7} {'devices':<28} reason")
+    for a in report.accelerators:
+        devices = ",".join(a.devices) or "-"
+        print(f"{a.kind:<10} {'yes' if a.present else 'no':<8} {'yes' if a.usable else 'no':<7} {devices:<28}"
+              f" {a.reason}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    manifest = load_manifest()
+    if args.action == "pull":
+        ids = args.models or (list(manifest.models) if args.all else _default_models(settings))
+        return _pull(settings, ids, args.base_url or os.environ.get("PERCHD_MODEL_MIRROR"))
+    bad = 0
+    rows = []
+    for model_id, entry in manifest.models.items():
+        for v in entry.variants:
+            try:
+                resolve(settings.model_dir, v, verify=args.action == "verify")
+                state = "ok" if args.action == "verify" else "present"
+            except ModelFileError as exc:
+                state = "missing" if "not found" in str(exc) else "CORRUPT"
+                bad += 1
+                if args.action == "verify":
+                    print(f"error: {exc}", file=sys.stderr)
+            rows.append({"model": model_id, "task": entry.task, "accelerator": v.accelerator, "file": v.file,
+                         "state": state, "license": entry.license})
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"model dir: {settings.model_dir}")
+        for r in rows:
+            print(f"{r['model']:<18} {r['task']:<10} {r['accelerator']:<9} {r['state']:<8} {r['file']}")
+    return 1 if args.action == "verify" and any(r["state"] == "CORRUPT" for r in rows) else 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    setup_logging("warning")
+    from .api.codeproject import detection_payload
+    from .core import Core
+
+    async def go() -> dict[str, Any]:
+        core = Core(settings)
+        try:
+            model = await core.registry.get(args.model or core.registry.default_model_id())
+            data = Path(args.image).read_bytes()
+            result = await model.detect_bytes(data, args.min_confidence, settings.limits.max_pixels)
+            return {"success": True, "model": model.id, **detection_payload(model, result)}
+        finally:
+            await core.close()
+
+    try:
+        payload = asyncio.run(go())
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"{payload['model']} on {payload['inferenceDevice']}: {payload['message']}"
+              f" ({payload['inferenceMs']} ms inference)")
+        for p in payload["predictions"]:
+            print(f"  {p['label']:<16} {p['confidence']:.2f}  [{p['x_min']}, {p['y_min']}, {p['x_max']},"
+                  f" {p['y_max']}]")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    settings = _settings(args)
+    return run_bench(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perchd", description="Perch edge-AI vision daemon")
+    parser.add_argument("--config", help="YAML config file (default: $PERCHD_CONFIG or /etc/perchd/config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--port", type=int, help="CodeProject.AI listener port (default 32168)")
+    p.add_argument("--pull", action="store_true", help="download missing default models first")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("hardware", help="print the accelerator probe report")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--root", help="probe a fake tree instead of /")
+    p.set_defaults(func=cmd_hardware)
+
+    p = sub.add_parser("models", help="list, verify or pull model files")
+    p.add_argument("action", choices=["list", "verify", "pull"])
+    p.add_argument("models", nargs="*", help="model ids (pull); default: this machine's default models")
+    p.add_argument("--all", action="store_true", help="pull every model in the manifest")
+    p.add_argument("--base-url", help="mirror serving the model directory layout (default: manifest URLs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("detect", help="detect objects in one image (same code path as the REST route)")
+    p.add_argument("image")
+    p.add_argument("--model")
+    p.add_argument("--min-confidence", type=float, default=0.4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("bench", help="raw vs REST latency and throughput, side by side")
+    p.add_argument("--image", help="photo to use (default: dog_bicycle_car.jpg from the shared images)")
+    p.add_argument("--model")
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
+    p.add_argument("--concurrency", default="1,2,4,8")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"perchd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP dialects. Thin: parse the request, call a task, shape the response; nothing vendor- or tensor-specific."""

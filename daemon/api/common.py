@@ -1,0 +1,155 @@
+"""What every dialect shares: app keys, form parsing with size limits, and dialect-aware error responses.
+
+CodeProject semantics: processing errors are HTTP 200 with success:false, error and code (Blue Iris and the
+CodeProject.AI clients read the body, not the status). DeepStack semantics: the same body with the real status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict
+
+from ..core import Core
+
+CODEPROJECT = "codeproject"
+DEEPSTACK = "deepstack"
+
+CORE: web.AppKey[Core] = web.AppKey("core", Core)
+SEMANTICS: web.AppKey[str] = web.AppKey("semantics", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A client-facing failure: `status` is the real HTTP status (used as-is under DeepStack semantics)."""
+
+    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+@dataclass
+class Form:
+    """Query string and body fields merged (body wins), plus uploaded files in arrival order."""
+
+    fields: MultiDict[str] = field(default_factory=MultiDict)
+    files: list[tuple[str, str | None, bytes]] = field(default_factory=list)  # (field name, filename, data)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.fields.get(name)
+        return default if value is None or value == "" else value
+
+    def file(self, *names: str) -> bytes | None:
+        for name in names:
+            for fname, _, data in self.files:
+                if fname == name:
+                    return data
+        return None
+
+    def require_file(self, *names: str) -> bytes:
+        data = self.file(*names)
+        if data is None:
+            wanted = " or ".join(f"'{n}'" for n in names)
+            raise ApiError(f"no image was sent: expected a file in the form field {wanted}")
+        if not data:
+            raise ApiError("the uploaded image is empty")
+        return data
+
+
+def max_upload_bytes(request: web.Request) -> int:
+    return int(request.app[CORE].settings.limits.max_upload_mb * 1024 * 1024)
+
+
+async def read_form(request: web.Request) -> Form:
+    form = Form(fields=MultiDict(request.query))
+    ctype = request.content_type
+    limit = max_upload_bytes(request)
+    if ctype.startswith("multipart/"):
+        try:
+            reader = await request.multipart()
+            total = 0
+            async for part in reader:
+                if not isinstance(part, web.BodyPartReader) and not hasattr(part, "read_chunk"):
+                    continue
+                chunks = []
+                while chunk := await part.read_chunk(1 << 16):
+                    total += len(chunk)
+                    if total > limit:
+                        raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413)
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+                name = part.name or ""
+                if part.filename is not None:
+                    form.files.append((name, part.filename, data))
+                else:
+                    form.fields[name] = data.decode("utf-8", "replace")
+        except ApiError:
+            raise
+        except (ValueError, AssertionError, UnicodeError) as exc:
+            raise ApiError(f"malformed multipart body: {exc}") from exc
+    elif ctype == "application/x-www-form-urlencoded":
+        try:
+            post = await request.post()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413) from exc
+        for key, value in post.items():
+            if isinstance(value, str):
+                form.fields[key] = value
+    return form
+
+
+def parse_fraction(raw: str | None, default: float, name: str = "min_confidence") -> float:
+    """A number in 0..1; NaN, text and out-of-range values are refused rather than silently clamped."""
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(f"{name} must be a number between 0 and 1, got {raw!r}") from exc
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ApiError(f"{name} must be a number between 0 and 1, got {raw!r}")
+    return value
+
+
+def json_response(payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Encoded once into a body, so aiohttp sends Content-Length: Blue Iris breaks on chunked responses.
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def envelope(request: web.Request, started: float, **payload: Any) -> dict[str, Any]:
+    """The fields every CodeProject.AI response carries, around a route's own payload."""
+    core = request.app[CORE]
+    elapsed = round((time.perf_counter() - started) * 1000)
+    out: dict[str, Any] = {"success": True}
+    out.update(payload)
+    out.setdefault("processMs", elapsed)
+    out.setdefault("inferenceMs", 0)
+    out.update({
+        "analysisRoundTripMs": elapsed,
+        "requestId": str(uuid.uuid4()),
+        "processedBy": core.hostname,
+        "timestampUTC": formatdate(usegmt=True),
+    })
+    out.setdefault("code", 200)
+    return out
+
+
+def error_response(request: web.Request, message: str, status: int = 400, **extra: Any) -> web.Response:
+    payload: dict[str, Any] = {"success": False, "error": message, **extra}
+    headers = {"Retry-After": "1"} if status == 503 else None
+    if request.app.get(SEMANTICS) == CODEPROJECT and status not in (404, 405):
+        payload["code"] = status
+        return json_response(payload, 200, headers)
+    return json_response(payload, status, headers)

@@ -1,0 +1,62 @@
+"""One middleware for all listeners: the one-line request log and the last-resort error net.
+
+Nothing a client sends may take the daemon down: every exception becomes a response in the listener's dialect.
+Dialects with their own error shapes (Roboflow, Ultralytics, RAYPACK) answer their errors in their handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from ...accelerators.base import AcceleratorError
+from ..registry import ModelUnavailable
+from ..scheduler import PoolClosed, QueueFull, QueueTimeout
+from ..vision.image import ImageError
+from .common import ApiError, Handler, error_response
+
+log = logging.getLogger("perch.http")
+
+
+def status_for(exc: BaseException) -> tuple[int, str]:
+    """Map an internal failure to (HTTP status, message for the client)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message
+    if isinstance(exc, ImageError):
+        return 400, str(exc)
+    if isinstance(exc, QueueFull):
+        return 503, str(exc)
+    if isinstance(exc, QueueTimeout):
+        return 504, str(exc)
+    if isinstance(exc, (ModelUnavailable, PoolClosed)):
+        return 500, f"model unavailable: {exc}"
+    if isinstance(exc, AcceleratorError):
+        return 500, f"inference failed: {exc}"
+    return 500, "internal server error"
+
+
+@web.middleware
+async def perch_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status in (404, 405):
+            reason = "unknown route" if exc.status == 404 else f"method {request.method} not allowed here"
+            return error_response(request, f"{reason}: {request.path}", exc.status)
+        if exc.status >= 400:
+            return error_response(request, exc.reason or "request refused", exc.status)
+        raise
+    except Exception as exc:
+        status, message = status_for(exc)
+        if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable)):
+            log.exception("%s %s failed", request.method, request.path)
+        return error_response(request, message, status)
+    finally:
+        log.info("%s %s %d %.1fms", request.method, request.path, status, (time.perf_counter() - started) * 1000)

@@ -1,0 +1,70 @@
+"""aiohttp app factory and the daemon's lifecycle: probe -> load models -> serve -> (cameras -> mqtt)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .api import codeproject, status
+from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
+from .api.middleware import perch_middleware
+from .config import Settings
+from .core import Core
+
+log = logging.getLogger("perch.app")
+
+
+def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
+    """One listener's app. Both listeners share the Core (models, queues); only error semantics differ."""
+    # Base64 bodies (Roboflow) are a third larger than the image they carry.
+    max_body = int(core.settings.limits.max_upload_mb * 1024 * 1024 * 1.4) + 65536
+    app = web.Application(middlewares=[perch_middleware], client_max_size=max_body)
+    app[CORE] = core
+    app[SEMANTICS] = semantics
+    status.add_routes(app)
+    codeproject.add_routes(app)
+    return app
+
+
+async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    core = app[CORE]
+    await core.start()
+    yield
+    await core.close()
+
+
+async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set)."""
+    core = Core(settings)
+    main_app = create_app(core, CODEPROJECT)
+    main_app.cleanup_ctx.append(_core_lifecycle)
+    listeners: list[tuple[web.Application, int]] = [(main_app, settings.port)]
+    if settings.legacy_port and settings.legacy_port != settings.port:
+        listeners.append((create_app(core, DEEPSTACK), settings.legacy_port))
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    runners: list[web.AppRunner] = []
+    try:
+        for app, port in listeners:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
+            semantics = app[SEMANTICS]
+            log.info("listening on %s:%d (%s semantics)", settings.host, port, semantics)
+        log.info("perchd ready")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()

@@ -1,0 +1,66 @@
+"""The daemon's shared state, independent of HTTP: settings, hardware report, manifest and loaded models.
+
+Both listeners (CodeProject and DeepStack semantics) and the camera loop use one Core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..accelerators.probe import HardwareReport, probe
+from .config import Settings
+from .manifest import Manifest, load_manifest
+from .registry import ModelRegistry, ModelUnavailable
+
+log = logging.getLogger("perch.core")
+
+
+class Core:
+    def __init__(self, settings: Settings, manifest: Manifest | None = None,
+                 hardware: HardwareReport | None = None) -> None:
+        self.settings = settings
+        self.manifest = manifest or load_manifest()
+        self.hardware = hardware or probe(settings.hardware_root)
+        self.hostname = socket.gethostname()
+        self.started = time.time()
+        self.heartbeat: Callable[[], None] | None = None
+        self.registry = ModelRegistry(settings, self.manifest, self.hardware, on_job_done=self._beat)
+        self.ready = False
+
+    def _beat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat()
+
+    async def start(self, status: Callable[[str], None] | None = None) -> None:
+        """Load the default detection model; a missing model leaves the daemon up with the reason in status."""
+        for acc in self.hardware.accelerators:
+            if acc.kind != "cpu" and not acc.usable:
+                log.info("accelerator %s not used: %s", acc.kind, acc.reason)
+        model_id = self.registry.default_model_id()
+        if status:
+            status(f"loading model {model_id}")
+        try:
+            model = await self.registry.get(model_id)
+            log.info("default detection model %s on %s", model_id, model.inference_device)
+        except ModelUnavailable as exc:
+            log.error("default detection model %s is unavailable: %s", model_id, exc)
+        self.ready = True
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.registry.close)
+
+    def system_status(self) -> dict[str, Any]:
+        models = self.registry.status()
+        return {
+            "hostname": self.hostname,
+            "uptimeSeconds": round(time.time() - self.started, 1),
+            "accelerator": self.settings.accelerator,
+            "hardware": self.hardware.to_dict(),
+            "models": models,
+            "queueDepth": sum(m.get("queueDepth", 0) for m in models),
+        }

@@ -1,0 +1,235 @@
+"""Loads models: picks the best usable accelerator with a variant, opens one Session per worker, warms it up,
+and falls back (finally to the CPU) with the reason recorded for the log and the status routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..accelerators.base import (
+    DEVICE_NAMES,
+    KINDS,
+    AcceleratorError,
+    OpenOptions,
+    Session,
+    backend_for_file,
+    get_backend,
+)
+from ..accelerators.probe import HardwareReport
+from .config import Settings
+from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
+from .scheduler import LANE_REQUEST, WorkerPool
+from .vision.detect import Detector, DetectResult
+
+log = logging.getLogger("perch.models")
+
+
+class ModelUnavailable(Exception):
+    """The model cannot serve: missing/corrupt file, unknown id, or every accelerator failed. Message says why."""
+
+
+@dataclass
+class LoadedModel:
+    id: str
+    entry: ModelEntry
+    variant: Variant
+    path: Path
+    kind: str  # accelerator kind really used
+    pool: WorkerPool
+    detector: Detector
+    fallback_reasons: list[str] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def inference_device(self) -> str:
+        """What CodeProject.AI clients read in `inferenceDevice`."""
+        name = DEVICE_NAMES.get(self.kind, "CPU")
+        if self.kind == "edgetpu" and len(self.pool.sessions) > 1:
+            return "Multi-TPU"
+        return name
+
+    def record(self, result: DetectResult) -> None:
+        self.inference_ms.append(result.inference_ms)
+        if len(self.inference_ms) > 200:
+            del self.inference_ms[:100]
+
+    async def detect_bytes(self, data: bytes, min_confidence: float, max_pixels: int,
+                           lane: int = LANE_REQUEST) -> DetectResult:
+        det = self.detector
+        result = await self.pool.submit(lambda s: det.run_bytes(s, data, min_confidence, max_pixels), lane)
+        self.record(result)
+        return result
+
+    async def detect_frame(self, bgr: np.ndarray, min_confidence: float, lane: int = LANE_REQUEST) -> DetectResult:
+        det = self.detector
+        result = await self.pool.submit(lambda s: det.run_frame(s, bgr, min_confidence), lane)
+        self.record(result)
+        return result
+
+    def status(self) -> dict[str, Any]:
+        recent = self.inference_ms[-100:]
+        return {
+            "id": self.id,
+            "name": self.entry.name,
+            "task": self.entry.task,
+            "file": self.variant.file,
+            "accelerator": self.kind,
+            "inferenceDevice": self.inference_device,
+            "devices": [s.device for s in self.pool.sessions],
+            "fallbackReasons": self.fallback_reasons,
+            "averageInferenceMs": round(sum(recent) / len(recent), 2) if recent else None,
+            **self.pool.snapshot(),
+        }
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        hardware: HardwareReport,
+        on_job_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.manifest = manifest
+        self.hardware = hardware
+        self.loaded: dict[str, LoadedModel] = {}
+        self.unavailable: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._on_job_done = on_job_done
+
+    # ---- which model, which accelerator ------------------------------------------------------------------------
+
+    def candidate_kinds(self) -> list[str]:
+        """Accelerators to try, best first; a forced one first even if the probe says unusable (it then falls back)."""
+        usable = [k for k in KINDS if k != "cpu" and k in self.hardware.usable_kinds()]
+        forced = self.settings.accelerator
+        if forced == "auto":
+            return [*usable, "cpu"]
+        return [forced] if forced == "cpu" else [forced, "cpu"]
+
+    def default_model_id(self, task: str = "detection") -> str:
+        configured = self.settings.detection.model if task == "detection" else "auto"
+        if configured != "auto":
+            return configured
+        defaults = self.manifest.defaults.get(task, {})
+        for kind in self.candidate_kinds():
+            model_id = defaults.get(kind)
+            if model_id and self._variants_for(self.manifest.models[model_id], kind):
+                return model_id
+        return defaults.get("cpu") or next(iter(self.manifest.by_task(task)))
+
+    def _variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]:
+        soc = (self.hardware.board.soc or "").lower()
+        return [
+            v for v in entry.variants
+            if v.accelerator == kind and (not v.soc or kind != "rknn" or soc in v.soc)
+        ]
+
+    def _devices(self, kind: str) -> list[str | None]:
+        if kind == "cpu":
+            workers = self.settings.cpu.workers or max(1, self.hardware.board.cores)
+            return [None] * workers
+        report = self.hardware.get(kind)
+        return list(report.devices) if report and report.devices else [None]
+
+    # ---- loading ----------------------------------------------------------------------------------------------
+
+    async def get(self, model_id: str) -> LoadedModel:
+        if model_id in self.loaded:
+            return self.loaded[model_id]
+        if model_id not in self.manifest.models:
+            raise ModelUnavailable(f"unknown model {model_id!r}")
+        lock = self._locks.setdefault(model_id, asyncio.Lock())
+        async with lock:
+            if model_id not in self.loaded:
+                # Loading reads files and warms the runtime: keep it off the event loop.
+                self.loaded[model_id] = await asyncio.to_thread(self._load, model_id)
+            return self.loaded[model_id]
+
+    def _load(self, model_id: str) -> LoadedModel:
+        entry = self.manifest.models[model_id]
+        reasons: list[str] = []
+        try:
+            labels = load_labels(self.manifest, self.settings.model_dir, entry.labels)
+        except ModelFileError as exc:
+            self.unavailable[model_id] = str(exc)
+            raise ModelUnavailable(str(exc)) from exc
+        for kind in self.candidate_kinds():
+            variants = self._variants_for(entry, kind)
+            if not variants:
+                if kind != "cpu" and kind == self.settings.accelerator:
+                    reasons.append(f"{kind}: model {model_id} has no {kind} variant")
+                continue
+            report = self.hardware.get(kind)
+            if kind != "cpu" and report is not None and not report.usable:
+                reasons.append(f"{kind}: {report.reason}")
+                continue
+            for variant in variants:
+                try:
+                    path = resolve(self.settings.model_dir, variant, verify=self.settings.verify_models)
+                    loaded = self._open(model_id, entry, variant, path, kind, labels)
+                except (ModelFileError, AcceleratorError, ValueError) as exc:
+                    reasons.append(f"{kind} ({variant.file}): {exc}")
+                    log.warning("model %s: %s variant %s failed: %s", model_id, kind, variant.file, exc)
+                    continue
+                loaded.fallback_reasons = reasons
+                if reasons:
+                    log.warning("model %s runs on %s after falling back: %s", model_id, kind, "; ".join(reasons))
+                log.info("model %s loaded on %s (%s, %d workers)", model_id, kind, variant.file,
+                         len(loaded.pool.sessions))
+                self.unavailable.pop(model_id, None)
+                return loaded
+        reason = "; ".join(reasons) or f"model {model_id} has no variant this machine can run"
+        self.unavailable[model_id] = reason
+        raise ModelUnavailable(reason)
+
+    def _open(self, model_id: str, entry: ModelEntry, variant: Variant, path: Path, kind: str,
+              labels: list[str]) -> LoadedModel:
+        backend = get_backend(backend_for_file(kind, path))
+        sessions: list[Session] = []
+        try:
+            for device in self._devices(kind):
+                options = OpenOptions(
+                    threads=self.settings.cpu.threads, device=device, cache_dir=self.settings.cache_dir,
+                    sha256=variant.sha256,
+                )
+                sessions.append(backend.open(path, options))
+            if entry.input is None or entry.decoder is None:
+                raise ValueError(f"model {model_id} has no input spec or decoder in the manifest")
+            detector = Detector(entry.input, entry.decoder, labels, sessions[0])
+            # Warm every session with one inference: first-inference failures (delegates, drivers) show here.
+            for s in sessions:
+                detector.run_frame(s, detector.warmup_input(), 1.0)
+        except BaseException:
+            for s in sessions:
+                s.close()
+            raise
+        pool = WorkerPool(model_id, sessions, self.settings.queue.max_depth, self.settings.queue.timeout_s,
+                          on_job_done=self._on_job_done)
+        return LoadedModel(model_id, entry, variant, path, kind, pool, detector)
+
+    def unload(self, model_id: str) -> None:
+        model = self.loaded.pop(model_id, None)
+        if model is not None:
+            model.pool.close()
+
+    def close(self) -> None:
+        for model_id in list(self.loaded):
+            self.unload(model_id)
+
+    def stuck_for(self) -> float:
+        return max((m.pool.stuck_for() for m in self.loaded.values()), default=0.0)
+
+    def status(self) -> list[dict[str, Any]]:
+        out = [m.status() for m in self.loaded.values()]
+        out += [{"id": k, "available": False, "reason": v} for k, v in self.unavailable.items()]
+        return out
