@@ -8,6 +8,7 @@ per worker. Two lanes (interactive requests, camera frames) share the workers so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -120,7 +121,10 @@ class WorkerPool:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except asyncio.TimeoutError as exc:
             self.stats.timed_out += 1
-            job.future.cancel()  # a worker that has not started it skips it
+            job.future.cancel()  # a worker that already started it drops the result
+            # Free its queue slot now rather than when a (possibly hung) worker gets to it.
+            with self._cv, contextlib.suppress(ValueError):
+                self._lanes[lane].remove(job)
             raise QueueTimeout(f"model {self.name} did not answer within {timeout:g} s") from exc
 
     # ---- worker side -----------------------------------------------------------------------------------------

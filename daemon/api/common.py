@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDict
 
 from ..core import Core
@@ -80,7 +80,7 @@ async def read_form(request: web.Request) -> Form:
             reader = await request.multipart()
             total = 0
             async for part in reader:
-                if not isinstance(part, web.BodyPartReader) and not hasattr(part, "read_chunk"):
+                if not isinstance(part, BodyPartReader):  # nested multipart: not something clients send
                     continue
                 chunks = []
                 while chunk := await part.read_chunk(1 << 16):
