@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from types import ModuleType
 
 from aiohttp import web
 
@@ -26,9 +27,23 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     app = web.Application(middlewares=[perch_middleware], client_max_size=max_body)
     app[CORE] = core
     app[SEMANTICS] = semantics
-    status.add_routes(app)
-    codeproject.add_routes(app)
+    for module in dialect_modules():
+        module.add_routes(app)
     return app
+
+
+def dialect_modules() -> list[ModuleType]:
+    """Route modules in registration order. Catch-all patterns (Roboflow's /<dataset>/<version>) go last."""
+    import importlib
+
+    modules: list[ModuleType] = [status, codeproject]
+    for name in ("ultralytics", "raypack", "rapyd", "roboflow"):
+        try:
+            modules.append(importlib.import_module(f"{__package__}.api.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.api.{name}":
+                raise
+    return modules
 
 
 async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
