@@ -48,8 +48,12 @@ def dialect_modules() -> list[ModuleType]:
 
 async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
-    await core.start()
+    await core.start(status=core.notifier.status)
+    heartbeat = asyncio.create_task(core.loop_heartbeat(), name="perch-heartbeat")
     yield
+    heartbeat.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await heartbeat
     await core.close()
 
 
@@ -77,9 +81,12 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
             await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
             semantics = app[SEMANTICS]
             log.info("listening on %s:%d (%s semantics)", settings.host, port, semantics)
+        ports = ", ".join(str(p) for _, p in listeners)
         log.info("perchd ready")
+        core.notifier.ready(f"serving on port(s) {ports}")
         await stop.wait()
         log.info("stopping")
+        core.notifier.stopping("stopping")
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

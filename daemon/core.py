@@ -16,6 +16,7 @@ from ..accelerators.probe import HardwareReport, probe
 from .config import Settings
 from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
+from .sdnotify import Notifier
 
 log = logging.getLogger("perch.core")
 
@@ -28,15 +29,34 @@ class Core:
         self.hardware = hardware or probe(settings.hardware_root)
         self.hostname = socket.gethostname()
         self.started = time.time()
-        self.heartbeat: Callable[[], None] | None = None
+        self.notifier = Notifier()
+        self._loop_alive = time.monotonic()
         self.registry = ModelRegistry(settings, self.manifest, self.hardware, on_job_done=self._beat)
         self.ready = False
 
-    def _beat(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat()
+    def _watchdog_limit(self) -> float:
+        interval = self.notifier.watchdog_interval()
+        return interval * 0.75 if interval else 0.0
 
-    async def start(self, status: Callable[[str], None] | None = None) -> None:
+    def _beat(self) -> None:
+        """Called by every inference worker after each job and once a second when idle.
+
+        The watchdog is fed only while no accelerator call has hung and the event loop still turns, so a hung
+        NPU/TPU call or a blocked loop makes systemd restart the service.
+        """
+        limit = self._watchdog_limit()
+        if limit and self.registry.stuck_for() < limit and time.monotonic() - self._loop_alive < limit:
+            self.notifier.watchdog()
+
+    async def loop_heartbeat(self) -> None:
+        while True:
+            self._loop_alive = time.monotonic()
+            if not self.registry.loaded:
+                # No worker threads to feed the watchdog (e.g. the model is missing): the loop does it.
+                self._beat()
+            await asyncio.sleep(1.0)
+
+    async def start(self, status: Callable[[str], object] | None = None) -> None:
         """Load the default detection model; a missing model leaves the daemon up with the reason in status."""
         for acc in self.hardware.accelerators:
             if acc.kind != "cpu" and not acc.usable:
