@@ -1,0 +1,261 @@
+"""MQTT publisher: availability (LWT), counts, snapshots, events, stats and Home Assistant discovery.
+
+paho-mqtt 2 runs its network loop on its own thread and reconnects by itself (connect_async + loop_start), so a
+broker outage never blocks or stops the camera loops. The publisher keeps the latest retained state (counts,
+camera availability, snapshots) and publishes it again on every (re)connect, because a restarted broker without
+persistence has forgotten it, and re-sends discovery whenever Home Assistant announces `online`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from ..cameras.config import CameraConfig
+from .config import MqttConfig
+from .discovery import DeviceInfo, discovery_configs, discovery_wildcard
+from .topics import OFFLINE, ONLINE, Topics
+
+log = logging.getLogger(__name__)
+
+HA_STATUS = "status"  # <discovery_prefix>/status carries Home Assistant's birth / last-will messages
+# How long after connecting retained leftovers (entities of removed cameras) are collected and cleared.
+CLEANUP_WINDOW_S = 3.0
+
+
+class MqttPublisher:
+    """Implements the cameras' EventSink; `start`/`stop` are async, the sink methods never block."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        cameras: Sequence[CameraConfig],
+        device: DeviceInfo | None = None,
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.topic_prefix)
+        self.cameras = list(cameras)
+        self.device = device or DeviceInfo()
+        self._stats_fn = stats
+        self._lock = threading.Lock()
+        self._retained: dict[str, bytes] = {}  # topic -> payload to restore on reconnect
+        self._connected = threading.Event()
+        self._stats_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cleanup_timer: threading.Timer | None = None
+        self._cleanup_until = 0.0
+        self.connects = 0
+        self.dropped_events = 0
+        self.last_error: str | None = None
+        self._discovery = discovery_configs(cfg, self.cameras, self.device) if cfg.discovery else {}
+        self._client = self._make_client()
+
+    # -- connection ---------------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id, protocol=mqtt.MQTTv311
+        )
+        client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls.enabled:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
+                certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
+                keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
+            )
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        # Bound memory if the broker is slow; QoS 1 messages beyond this are refused, not queued forever.
+        client.max_queued_messages_set(1000)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        log.info("MQTT: connecting to %s:%d as %s", cfg.host, cfg.port, cfg.effective_client_id)
+        self._loop = asyncio.get_running_loop()
+        # connect_async never raises for an unreachable broker: the network thread keeps retrying.
+        self._client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        self._client.loop_start()
+        self._stats_task = asyncio.create_task(self._stats_loop(), name="mqtt-stats")
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+            self._stats_task = None
+        if self._cleanup_timer is not None:
+            self._cleanup_timer.cancel()
+        if self.connected:
+            # A clean disconnect suppresses the LWT, so say "offline" ourselves.
+            info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
+            await asyncio.to_thread(_wait, info, timeout)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- paho callbacks (network thread) ------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+        if reason.is_failure:
+            self.last_error = f"connect refused: {reason}"
+            log.warning("MQTT: %s", self.last_error)
+            return
+        self.connects += 1
+        self.last_error = None
+        log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
+        self._connected.set()
+        client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+        self._publish_discovery()
+        with self._lock:
+            state = list(self._retained.items())
+        for topic, payload in state:
+            client.publish(topic, payload, qos=1, retain=True)
+        if self.cfg.discovery:
+            client.subscribe(f"{self.cfg.discovery_prefix}/{HA_STATUS}", qos=1)
+        self._start_cleanup(client)
+        # Diagnostics right away rather than one stats interval later (built on the event loop's thread).
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.publish_stats)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            self.last_error = f"disconnected: {reason}"
+            log.warning("MQTT: connection lost (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == f"{self.cfg.discovery_prefix}/{HA_STATUS}":
+            if msg.payload.decode(errors="replace").strip().lower() == ONLINE:
+                log.info("MQTT: Home Assistant came online; publishing discovery again")
+                self._publish_discovery()
+            return
+        # A retained message from an earlier run: keep it if it is still ours, clear it if not.
+        if msg.retain and msg.payload and time.monotonic() < self._cleanup_until and not self._owned(msg.topic):
+            log.info("MQTT: clearing stale retained %s", msg.topic)
+            client.publish(msg.topic, b"", qos=1, retain=True)
+
+    # -- what is ours -------------------------------------------------------------------------------------------
+
+    def _owned(self, topic: str) -> bool:
+        if topic in self._discovery:
+            return True
+        t = self.topics
+        for cam in self.cameras:
+            if topic == t.camera_available(cam.name):
+                return True
+            for label in cam.detect.labels:
+                if topic in (t.count(cam.name, label), t.snapshot(cam.name, label)):
+                    return True
+        return False
+
+    def _start_cleanup(self, client: mqtt.Client) -> None:
+        """Subscribe briefly to what earlier runs may have retained; leftovers are cleared in _on_message.
+
+        This is how removing a camera (or a label) from the config removes its Home Assistant entities: the
+        broker remembers the old retained configs, we answer each one that is no longer ours with an empty one.
+        """
+        p = self.cfg.topic_prefix
+        wildcards = [f"{p}/+/+", f"{p}/+/+/snapshot"]
+        if self.cfg.discovery:
+            wildcards.append(discovery_wildcard(self.cfg))
+        self._cleanup_until = time.monotonic() + CLEANUP_WINDOW_S
+        client.subscribe([(w, 1) for w in wildcards])
+
+        def done() -> None:
+            # Otherwise every snapshot we publish would come back to us.
+            client.unsubscribe(wildcards)
+
+        if self._cleanup_timer is not None:
+            self._cleanup_timer.cancel()
+        self._cleanup_timer = threading.Timer(CLEANUP_WINDOW_S, done)
+        self._cleanup_timer.daemon = True
+        self._cleanup_timer.start()
+
+    def _publish_discovery(self) -> None:
+        for topic, payload in self._discovery.items():
+            self._client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1, retain=True)
+
+    # -- EventSink ----------------------------------------------------------------------------------------------
+
+    def _retain(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self._retained[topic] = payload
+        if self.connected:
+            self._client.publish(topic, payload, qos=1, retain=True)
+
+    def camera_state(self, camera: str, online: bool) -> None:
+        self._retain(self.topics.camera_available(camera), (ONLINE if online else OFFLINE).encode())
+
+    def counts(self, camera: str, label: str, count: int) -> None:
+        self._retain(self.topics.count(camera, label), str(count).encode())
+
+    def snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        self._retain(self.topics.snapshot(camera, label), jpeg)
+
+    def event(self, kind: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        if not self.connected:
+            # Stale "new" events replayed minutes later would trigger automations for things long gone.
+            self.dropped_events += 1
+            return
+        payload = json.dumps({"type": kind, "before": before, "after": after}, separators=(",", ":"))
+        self._client.publish(self.topics.events, payload, qos=1)
+
+    # -- stats --------------------------------------------------------------------------------------------------
+
+    def publish_stats(self) -> None:
+        if self._stats_fn is None or not self.connected:
+            return
+        try:
+            stats = self._stats_fn()
+        except Exception:
+            log.exception("MQTT: building stats failed")
+            return
+        stats["mqtt"] = {"connects": self.connects, "dropped_events": self.dropped_events}
+        self._client.publish(
+            self.topics.stats, json.dumps(stats, separators=(",", ":"), default=str), qos=0, retain=True
+        )
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.stats_interval_s)
+            self.publish_stats()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "connects": self.connects,
+            "dropped_events": self.dropped_events,
+            "last_error": self.last_error,
+        }
+
+
+def _wait(info: mqtt.MQTTMessageInfo, timeout: float) -> None:
+    # Not connected any more / queue full: the broker's LWT says "offline" for us then.
+    with contextlib.suppress(RuntimeError, ValueError):
+        info.wait_for_publish(timeout)
