@@ -49,12 +49,14 @@ class Core:
             self.notifier.watchdog()
 
     async def loop_heartbeat(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        period = min(1.0, interval / 4) if interval else 1.0
         while True:
             self._loop_alive = time.monotonic()
             if not self.registry.loaded:
                 # No worker threads to feed the watchdog (e.g. the model is missing): the loop does it.
                 self._beat()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(period)
 
     async def start(self, status: Callable[[str], object] | None = None) -> None:
         """Load the default detection model; a missing model leaves the daemon up with the reason in status."""
