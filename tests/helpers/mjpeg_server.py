@@ -17,6 +17,8 @@ class MjpegServer:
         self.frames = [p.read_bytes() for p in sorted(frames_dir.glob("f*.jpg"))]
         self.fps = fps
         self._stop = threading.Event()
+        # While set, connections stay open but no frames are sent: a hung camera.
+        self.paused = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +37,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while not server._stop.is_set():
+                        if server.paused.is_set():
+                            server._stop.wait(0.05)
+                            continue
                         frame = server.frames[i % len(server.frames)]
                         self.wfile.write(
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame)}\r\n\r\n".encode()
