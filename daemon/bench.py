@@ -23,9 +23,12 @@ import aiohttp
 
 from ..accelerators.probe import probe
 from .config import Settings
+from .manifest import load_manifest
 from .registry import ModelRegistry
 
 DEFAULT_IMAGE = "dog_bicycle_car.jpg"
+# DOODS2 serving this model on this class of machine (measured for DESIGN.md §7; it is not installable here).
+DOODS2_RPS = 23.0
 
 
 def _find_image(arg: str | None, settings: Settings) -> Path:
@@ -43,8 +46,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def raw_figures(settings: Settings, model_id: str | None, data: bytes, seconds: float) -> dict[str, Any]:
-    registry = ModelRegistry(settings, __import__("perch.daemon.manifest", fromlist=["x"]).load_manifest(),
-                             probe(settings.hardware_root))
+    registry = ModelRegistry(settings, load_manifest(), probe(settings.hardware_root))
     model = registry._load(model_id or registry.default_model_id())
     det, sessions = model.detector, model.pool.sessions
     max_px = settings.limits.max_pixels
@@ -156,6 +158,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         proc.terminate()
         proc.wait(10)
+    # Raw again after REST: on a shared machine the better of the two raw runs is the fairer yardstick.
+    again = raw_figures(settings, args.model, data, args.seconds)
+    for key in ("rps1", "rpsN"):
+        raw[key] = max(raw[key], again[key])
+    for key in ("p50", "p99"):
+        raw[key] = min(raw[key], again[key])
     best_raw = max(raw["rpsN"], raw["rps1"])
     print(f"model {raw['model']} on {raw['device']}, {raw['workers']} worker(s)")
     print(f"{'':<28}{'raw':>10}{'REST':>10}{'REST/raw':>10}")
@@ -167,6 +175,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     for level, rps in rest["rps"].items():
         target = "   target >= 0.90" if level == max(levels) else ""
         print(f"{f'REST req/s at concurrency {level}':<28}{best_raw:>10.1f}{rps:>10.1f}{rps / best_raw:>10.2f}{target}")
+    top = rest["rps"][max(levels)]
+    print(f"REST req/s at concurrency {max(levels)} vs DOODS2's 23 req/s on the same model (DESIGN.md §7): "
+          f"{top / DOODS2_RPS:.1f}x   target >= 2")
     if rss is not None:
         print(f"daemon RSS after the run: {rss:.0f} MiB (target <= 200)")
     return 0
