@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from perch.accelerators.base import KINDS
 from perch.accelerators.probe import HardwareReport, probe
 
