@@ -50,6 +50,8 @@ class FrameReader:
         self._fps_t0 = time.monotonic()
         self._online_since: float | None = None
         self._listeners: list[Callable[[bool], None]] = []
+        # Called on the reader thread after each stored frame; must be cheap and never block.
+        self.on_frame: Callable[[], None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class FrameReader:
         self._seq += 1
         # A single reference assignment: readers see either the old or the new frame, never a torn one.
         self._frame = Frame(image, self._seq, time.time(), now, hires)
+        if self.on_frame is not None:
+            self.on_frame()
         self._fps_count += 1
         elapsed = now - self._fps_t0
         if elapsed >= 1.0:

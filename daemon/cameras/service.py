@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 DetectFn = Callable[[np.ndarray], Awaitable[list[Detection]]]
 
+# A frame older than this at a detection tick is not used: the loop waits for the next one instead, so what is
+# detected (and reported) is what the camera sees now, not up to one source frame interval ago.
+FRESH_S = 0.02
+# The longest wait for that next frame (the watchdog handles streams that stop altogether).
+FRAME_WAIT_S = 0.5
 # An update event needs a real change: the box moved this much (1 - IoU with the last published box).
 UPDATE_MOVE = 0.4
 RATE_WINDOW_S = 10.0
@@ -77,6 +82,8 @@ class CameraWorker:
         self.detect = detect
         self.sinks = list(sinks)
         self.reader = FrameReader(cfg, source_factory)
+        self.reader.on_frame = self._frame_from_thread
+        self._frame_waiter: asyncio.Future[None] | None = None
         self.gate = MotionGate(cfg.motion)
         self.tracker = IouTracker(cfg.tracker)
         self._counts: dict[str, int] = {}
@@ -117,6 +124,28 @@ class CameraWorker:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._on_state, online)
 
+    def _frame_from_thread(self) -> None:
+        # Only wakes the event loop when the camera loop is actually waiting (a few times a second).
+        waiter = self._frame_waiter
+        loop = self._loop
+        if waiter is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+    async def _fresh_frame(self, last_seq: int) -> Frame | None:
+        frame = self.reader.latest()
+        if frame is not None and frame.seq != last_seq and time.monotonic() - frame.mono <= FRESH_S:
+            return frame
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._frame_waiter = waiter
+        try:
+            await asyncio.wait_for(waiter, FRAME_WAIT_S)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._frame_waiter = None
+        return self.reader.latest()
+
     def _on_state(self, online: bool) -> None:
         self._emit_state(online)
         if not online:
@@ -142,7 +171,9 @@ class CameraWorker:
             await asyncio.sleep(max(0.0, next_t - now))
             next_t = max(next_t + interval, time.monotonic())
             self.reader.check_watchdog()
-            frame = self.reader.latest()
+            if not self.reader.online:
+                continue
+            frame = await self._fresh_frame(last_seq)
             if frame is None or frame.seq == last_seq or not self.reader.online:
                 continue
             last_seq = frame.seq
@@ -272,6 +303,11 @@ class CameraWorker:
             }
         )
         return st
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _safe(fn: Callable[..., None], *args: Any) -> None:

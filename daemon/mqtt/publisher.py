@@ -49,6 +49,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._retained: dict[str, bytes] = {}  # topic -> payload to restore on reconnect
         self._connected = threading.Event()
+        self._stopping = False
         self._stats_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cleanup_timer: threading.Timer | None = None
@@ -105,6 +106,7 @@ class MqttPublisher:
             self._stats_task = None
         if self._cleanup_timer is not None:
             self._cleanup_timer.cancel()
+        self._stopping = True
         if self.connected:
             # A clean disconnect suppresses the LWT, so say "offline" ourselves.
             info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
@@ -144,7 +146,7 @@ class MqttPublisher:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             self.last_error = f"disconnected: {reason}"
             log.warning("MQTT: connection lost (%s); reconnecting", reason)
 
