@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
     p.add_argument("--concurrency", default="1,2,4,8")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("users", help="accounts for bearer-token auth (RAPYD-style): add | list | credits | remove")
+    from .accounts import configure_cli
+
+    configure_cli(p)
     return parser
 
 
