@@ -21,7 +21,7 @@ from typing import Any
 
 from .base import KINDS
 
-# SoC compatible string -> (family, NPU cores or 0, rknn-toolkit2 target_platform).
+# Rockchip SoC in "rockchip,<soc>" -> (NPU cores, rknn-toolkit2 target_platform).
 _ROCKCHIP_NPU: dict[str, tuple[int, str]] = {
     "rk3588": (3, "rk3588"),
     "rk3588s": (3, "rk3588"),  # same die, fewer pins: same NPU and the same .rknn files
@@ -169,7 +169,8 @@ def _ort_has_provider_lib(provider_lib: str) -> bool:
     return any((Path(loc) / "capi" / provider_lib).exists() for loc in spec.submodule_search_locations)
 
 
-def _read_hex_id(tree: _Tree, path: Path) -> str:
+def _read_value(tree: _Tree, path: Path) -> str:
+    """A one-line sysfs attribute, lower-case, without a 0x prefix ("0x1ac1" -> "1ac1", "5000" -> "5000")."""
     try:
         return path.read_text().strip().lower().removeprefix("0x")
     except OSError:
@@ -180,8 +181,8 @@ def _usb_devices(tree: _Tree) -> list[tuple[str, str, str, Path]]:
     """(vendor, product, sysfs name, sysfs dir) of every USB device; interfaces ("1-1:1.0") have no idVendor."""
     out = []
     for d in tree.glob("sys/bus/usb/devices/*"):
-        vendor = _read_hex_id(tree, d / "idVendor")
-        product = _read_hex_id(tree, d / "idProduct")
+        vendor = _read_value(tree, d / "idVendor")
+        product = _read_value(tree, d / "idProduct")
         if vendor and product:
             out.append((vendor, product, d.name, d))
     return out
@@ -190,11 +191,15 @@ def _usb_devices(tree: _Tree) -> list[tuple[str, str, str, Path]]:
 def _pci_devices(tree: _Tree) -> list[tuple[str, str, str, Path]]:
     out = []
     for d in tree.glob("sys/bus/pci/devices/*"):
-        vendor = _read_hex_id(tree, d / "vendor")
-        device = _read_hex_id(tree, d / "device")
+        vendor = _read_value(tree, d / "vendor")
+        device = _read_value(tree, d / "device")
         if vendor and device:
             out.append((vendor, device, d.name, d))
     return out
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _dev_index(p: Path, prefix: str) -> int:
@@ -366,13 +371,13 @@ def _probe_edgetpu(tree: _Tree, check_python: bool) -> AcceleratorReport:
     usb = sorted(
         ((name, d, (v, p)) for v, p, name, d in _usb_devices(tree) if (v, p) in (CORAL_USB_BOOTLOADER,
                                                                                  CORAL_USB_RUNTIME)),
-        key=lambda x: x[0],
+        key=lambda x: _natural(x[0]),  # "2-1" before "10-1", like the kernel's bus numbering
     )
     for i, (name, d, ids) in enumerate(usb):
         devices.append(f"usb:{i}")
         state = "waiting for firmware" if ids == CORAL_USB_BOOTLOADER else "firmware loaded"
         details[f"usb:{i}"] = f"{':'.join(ids)} at {name} ({state})"
-        speed = _read_hex_id(tree, d / "speed")  # plain decimal Mbit/s: "480", "5000"
+        speed = _read_value(tree, d / "speed")  # plain decimal Mbit/s: "480", "5000"
         if ids == CORAL_USB_RUNTIME and speed.isdigit() and int(speed) < 5000:
             notes.append(f"usb:{i} runs at {speed} Mbit/s: plug it into a USB 3 (blue) port for full speed")
 
