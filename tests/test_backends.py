@@ -305,7 +305,7 @@ def _fake_ort_gpu(granted: list[str], requested: list[Any]) -> types.ModuleType:
             return list(granted)
 
     fake = types.ModuleType("onnxruntime")
-    fake.SessionOptions = real_ort.SessionOptions  # type: ignore[attr-defined]
+    fake.__getattr__ = lambda name: getattr(real_ort, name)  # type: ignore[method-assign]  # PEP 562: the rest
     fake.InferenceSession = GpuSession  # type: ignore[attr-defined]
     fake.get_available_providers = lambda: [  # type: ignore[attr-defined]
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
