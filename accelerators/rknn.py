@@ -108,6 +108,12 @@ class RKNNSession:
         self.device = device
         self.path = path
         self.inputs, self.outputs, self._layouts = _specs(meta)
+        self._known = bool(self.inputs)
+        if not self._known:
+            # No metadata: RKNNLite accepts float32 for any model (it quantises on the way in), so a shapeless
+            # float32 spec is a safe promise for pre-processing; the layout is guessed per call.
+            self.inputs = [TensorSpec("input0", (), np.dtype(np.float32))]
+            self._layouts = ["unknown"]
         self._lock = threading.Lock()
 
     def _data_format(self, inputs: Sequence[np.ndarray]) -> str | list[str]:
@@ -115,8 +121,12 @@ class RKNNSession:
         formats = []
         for i, x in enumerate(inputs):
             spec = self.inputs[i] if i < len(self.inputs) else None
-            # NCHW exactly when the array has the declared NCHW shape; anything else is handed over as NHWC.
-            nchw = x.ndim == 4 and spec is not None and self._layouts[i] == "nchw" and tuple(x.shape) == spec.shape
+            if not self._known:
+                # Images have 1 or 3 channels: [1,3,H,W] is NCHW unless it is also [1,H,W,3]-shaped.
+                nchw = x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3)
+            else:
+                # NCHW exactly when the array has the declared NCHW shape; anything else is handed over as NHWC.
+                nchw = x.ndim == 4 and spec is not None and self._layouts[i] == "nchw" and tuple(x.shape) == spec.shape
             formats.append("nchw" if nchw else "nhwc")
         return formats[0] if len(formats) == 1 else formats
 
@@ -124,7 +134,7 @@ class RKNNSession:
         lite = self._lite
         if lite is None:
             raise InferenceError(f"RKNN session for {self.path.name} on {self.device} is closed")
-        if self.inputs and len(inputs) != len(self.inputs):
+        if self._known and len(inputs) != len(self.inputs):
             raise InferenceError(f"{self.path.name} takes {len(self.inputs)} inputs, got {len(inputs)}")
         arrays = [np.ascontiguousarray(x) for x in inputs]
         with self._lock:

@@ -161,6 +161,21 @@ def test_rknn_one_context_per_core_spread_over_threads(fake_rknnlite: type[FakeR
     assert all(sum(1 for c in f.calls if c[0] == "release") == 1 for f in fake_rknnlite.instances)
 
 
+def test_rknn_without_metadata_guesses_layout(fake_rknnlite: type[FakeRKNNLite], tmp_path: Path) -> None:
+    """A .rknn whose tensor attributes cannot be read still opens: float32 input promised, layout guessed,
+    output specs learnt from the first run."""
+    model = tmp_path / "old_toolkit.rknn"
+    model.write_bytes(b"RKNN" + bytes(64))
+    session = get_backend("rknn").open(model, OpenOptions(device="npu-core:2"))
+    assert session.inputs[0].dtype == np.float32 and session.outputs == []
+    session.run([np.zeros((1, 3, 416, 416), np.float32)])
+    session.run([np.zeros((1, 416, 416, 3), np.uint8)])
+    formats = [arg for name, arg in fake_rknnlite.instances[-1].calls if name == "inference"]
+    assert formats == ["nchw", "nhwc"]
+    assert session.outputs[0].shape == (1, 3549, 85)
+    session.close()
+
+
 def test_rknn_return_codes_become_exceptions(fake_rknnlite: type[FakeRKNNLite]) -> None:
     need(RKNN_MODEL)
     backend = get_backend("rknn")
