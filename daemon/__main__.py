@@ -103,6 +103,8 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     settings = _settings(args)
     manifest = load_manifest()
+    if args.action == "import":
+        return _import(settings, args)
     if args.action == "pull":
         ids = args.models or (list(manifest.models) if args.all else _default_models(settings))
         return _pull(settings, ids, args.base_url or os.environ.get("PERCHD_MODEL_MIRROR"))
@@ -127,6 +129,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['model']:<18} {r['task']:<10} {r['accelerator']:<9} {r['state']:<8} {r['file']}")
     return 1 if args.action == "verify" and any(r["state"] == "CORRUPT" for r in rows) else 0
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from .custom_models import CustomModelError, import_model
+
+    if len(args.models) != 1 or not args.labels:
+        print("usage: perchd models import FILE.onnx --labels LABELS.txt [--name NAME] [--decoder D]",
+              file=sys.stderr)
+        return 2
+    directory = settings.effective_custom_model_dir
+    try:
+        sidecar = import_model(directory, Path(args.models[0]), Path(args.labels), args.name, args.decoder,
+                               args.force)
+    except CustomModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {sidecar.stem} into {directory}; POST images to /v1/vision/custom/{sidecar.stem}")
+    return 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -183,9 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="probe a fake tree instead of /")
     p.set_defaults(func=cmd_hardware)
 
-    p = sub.add_parser("models", help="list, verify or pull model files")
-    p.add_argument("action", choices=["list", "verify", "pull"])
-    p.add_argument("models", nargs="*", help="model ids (pull); default: this machine's default models")
+    p = sub.add_parser("models", help="list, verify, pull or import model files")
+    p.add_argument("action", choices=["list", "verify", "pull", "import"])
+    p.add_argument("models", nargs="*", help="model ids (pull; default: this machine's default models) or the"
+                   " ONNX file to import")
+    p.add_argument("--labels", help="import: labels file, one per line")
+    p.add_argument("--name", help="import: model name (default: the file name without .onnx)")
+    p.add_argument("--decoder", help="import: output decoder, when the tensor shapes do not tell")
+    p.add_argument("--force", action="store_true", help="import: replace a custom model of the same name")
     p.add_argument("--all", action="store_true", help="pull every model in the manifest")
     p.add_argument("--base-url", help="mirror serving the model directory layout (default: manifest URLs)")
     p.add_argument("--json", action="store_true")

@@ -52,6 +52,11 @@ class DetectionSettings(Section):
     min_confidence: float = Field(0.4, ge=0.0, le=1.0)
 
 
+class FaceSettings(Section):
+    # CodeProject.AI's face module defaults to 0.67: below it YuNet finds too many faces in patterned backgrounds.
+    min_confidence: float = Field(0.67, ge=0.0, le=1.0)
+
+
 class CpuSettings(Section):
     # Worker threads (each with its own interpreter) per CPU model; None = one per core.
     workers: int | None = Field(None, ge=1, le=64)
@@ -95,6 +100,7 @@ class Settings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     verify_models: bool = True
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    faces: FaceSettings = Field(default_factory=FaceSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

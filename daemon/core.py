@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from .config import Settings
 from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
 from .sdnotify import Notifier
+from .store import STORE_FILE, Store, apply_saved_settings
 
 log = logging.getLogger("perch.core")
 
@@ -33,6 +35,9 @@ class Core:
         self._loop_alive = time.monotonic()
         self.registry = ModelRegistry(settings, self.manifest, self.hardware, on_job_done=self._beat)
         self.ready = False
+        self._store: Store | None = None
+        self.custom_model_ids: set[str] = set()
+        self.custom_model_problems: dict[str, str] = {}
 
     def _watchdog_limit(self) -> float:
         interval = self.notifier.watchdog_interval()
@@ -58,8 +63,33 @@ class Core:
                 self._beat()
             await asyncio.sleep(period)
 
+    @property
+    def store(self) -> Store:
+        """Faces and run-time settings (SQLite under the state directory), opened on first use."""
+        if self._store is None:
+            self._store = Store(self.settings.state_dir / STORE_FILE)
+        return self._store
+
+    def refresh_custom_models(self) -> dict[str, str]:
+        """Re-read the custom-model directory (a dropped-in model needs no restart); returns problems by file."""
+        from . import custom_models
+
+        self.custom_model_problems = custom_models.register(
+            self.manifest, self.settings.effective_custom_model_dir, self.custom_model_ids)
+        return self.custom_model_problems
+
+    def _load_state(self) -> None:
+        """Settings changed through /v1/settings on an earlier run, and custom models, before the default model."""
+        try:
+            apply_saved_settings(self.settings, self.store)
+        except (sqlite3.Error, OSError) as exc:
+            # Faces and saved settings are then unavailable, detection is not: keep serving.
+            log.error("state database in %s cannot be opened: %s", self.settings.state_dir, exc)
+        self.refresh_custom_models()
+
     async def start(self, status: Callable[[str], object] | None = None) -> None:
         """Load the default detection model; a missing model leaves the daemon up with the reason in status."""
+        await asyncio.to_thread(self._load_state)
         for acc in self.hardware.accelerators:
             if acc.kind != "cpu" and not acc.usable:
                 log.info("accelerator %s not used: %s", acc.kind, acc.reason)
@@ -75,6 +105,9 @@ class Core:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.registry.close)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def system_status(self) -> dict[str, Any]:
         models = self.registry.status()

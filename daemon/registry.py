@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from .scheduler import LANE_REQUEST, WorkerPool
 from .vision.detect import Detector, DetectResult
 
 log = logging.getLogger("perch.models")
+
+T = TypeVar("T")
 
 
 class ModelUnavailable(Exception):
@@ -105,6 +107,9 @@ class ModelRegistry:
         self.unavailable: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._on_job_done = on_job_done
+        # Non-detection tasks (faces, OCR, scene, …): one worker pool per task, loaded once on first use.
+        self.tasks: dict[str, LoadedTask] = {}
+        self._task_locks: dict[str, asyncio.Lock] = {}
 
     # ---- which model, which accelerator ------------------------------------------------------------------------
 
@@ -225,11 +230,162 @@ class ModelRegistry:
     def close(self) -> None:
         for model_id in list(self.loaded):
             self.unload(model_id)
+        for key in list(self.tasks):
+            self.tasks.pop(key).pool.close()
 
     def stuck_for(self) -> float:
-        return max((m.pool.stuck_for() for m in self.loaded.values()), default=0.0)
+        pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
+        return max((p.stuck_for() for p in pools), default=0.0)
 
     def status(self) -> list[dict[str, Any]]:
         out = [m.status() for m in self.loaded.values()]
+        out += [t.status() for t in self.tasks.values()]
         out += [{"id": k, "available": False, "reason": v} for k, v in self.unavailable.items()]
         return out
+
+    # ---- non-detection tasks -------------------------------------------------------------------------------
+
+    def add_model(self, model_id: str, entry: ModelEntry) -> None:
+        """Make a model outside the packaged manifest (a user's custom model) loadable by id."""
+        self.manifest.models[model_id] = entry
+
+    def task_workers(self) -> int:
+        return self.settings.cpu.workers or max(1, self.hardware.board.cores)
+
+    def model_file(self, model_id: str) -> Path:
+        """The verified CPU file of a model that runs outside a Session (dlib, OpenCV dnn, a lexicon)."""
+        entry = self.manifest.models.get(model_id)
+        if entry is None:
+            raise ModelUnavailable(f"unknown model {model_id!r}")
+        variants = [v for v in entry.variants if v.accelerator == "cpu"]
+        if not variants:
+            raise ModelUnavailable(f"model {model_id} has no CPU file")
+        try:
+            return resolve(self.settings.model_dir, variants[0], verify=self.settings.verify_models)
+        except ModelFileError as exc:
+            raise ModelUnavailable(str(exc)) from exc
+
+    def labels(self, model_id: str) -> list[str]:
+        try:
+            return load_labels(self.manifest, self.settings.model_dir, self.manifest.models[model_id].labels)
+        except ModelFileError as exc:
+            raise ModelUnavailable(str(exc)) from exc
+
+    def open_sessions(self, model_id: str, count: int,
+                      warm: Callable[[Session], object] | None = None) -> OpenedSessions:
+        """`count` Sessions of one model on the best accelerator that has a variant, falling back like detection.
+
+        `warm` runs once per session inside the attempt, so a delegate that loads but cannot run falls back too.
+        """
+        entry = self.manifest.models.get(model_id)
+        if entry is None:
+            raise ModelUnavailable(f"unknown model {model_id!r}")
+        reasons: list[str] = []
+        for kind in self.candidate_kinds():
+            report = self.hardware.get(kind)
+            variants = self._variants_for(entry, kind)
+            if kind != "cpu" and variants and report is not None and not report.usable:
+                reasons.append(f"{kind}: {report.reason}")
+                continue
+            devices = self._devices(kind)
+            for variant in variants:
+                sessions: list[Session] = []
+                try:
+                    path = resolve(self.settings.model_dir, variant, verify=self.settings.verify_models)
+                    backend = get_backend(backend_for_file(kind, path))
+                    for i in range(count):
+                        options = OpenOptions(threads=self.settings.cpu.threads, device=devices[i % len(devices)],
+                                              cache_dir=self.settings.cache_dir, sha256=variant.sha256)
+                        sessions.append(backend.open(path, options))
+                        if warm is not None:
+                            warm(sessions[-1])
+                except (ModelFileError, AcceleratorError, ValueError) as exc:
+                    for s in sessions:
+                        s.close()
+                    reasons.append(f"{kind} ({variant.file}): {exc}")
+                    log.warning("model %s: %s variant %s failed: %s", model_id, kind, variant.file, exc)
+                    continue
+                return OpenedSessions(model_id, kind, path, sessions, reasons)
+        raise ModelUnavailable("; ".join(reasons) or f"model {model_id} has no variant this machine can run")
+
+    def task_pool(self, key: str, workers: list[TaskWorker]) -> WorkerPool:
+        # A worker object stands where a Session would: the pool only hands it to the job and closes it.
+        return WorkerPool(key, cast(list[Session], workers), self.settings.queue.max_depth,
+                          self.settings.queue.timeout_s, on_job_done=self._on_job_done)
+
+    async def get_task(self, key: str, build: Callable[[], LoadedTask]) -> LoadedTask:
+        """The task pool `key`, built once by `build` on a thread (model files are read and warmed there)."""
+        task = self.tasks.get(key)
+        if task is not None:
+            return task
+        lock = self._task_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self.tasks:
+                try:
+                    self.tasks[key] = await asyncio.to_thread(build)
+                except ModelUnavailable as exc:
+                    self.unavailable[key] = str(exc)
+                    log.error("task %s is unavailable: %s", key, exc)
+                    raise
+                self.unavailable.pop(key, None)
+                task = self.tasks[key]
+                log.info("task %s loaded on %s (%d workers)", key, task.kind, len(task.pool.sessions))
+            return self.tasks[key]
+
+
+class TaskWorker(Protocol):
+    """What one worker thread of a task pool holds (its Sessions and per-thread helpers); not thread-safe."""
+
+    device: str
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class OpenedSessions:
+    model_id: str
+    kind: str
+    path: Path
+    sessions: list[Session]
+    fallback_reasons: list[str]
+
+
+@dataclass
+class LoadedTask:
+    """A loaded non-detection task: a worker pool, the accelerator it runs on and the files it uses."""
+
+    key: str
+    pool: WorkerPool
+    kind: str
+    files: list[str]
+    fallback_reasons: list[str] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    # The task's front object (e.g. vision.faces.FaceTask), built with the pool; what routes call.
+    engine: Any = None
+
+    @property
+    def inference_device(self) -> str:
+        return DEVICE_NAMES.get(self.kind, "CPU")
+
+    async def run(self, fn: Callable[[Any], T], lane: int = LANE_REQUEST) -> T:
+        """fn(worker) on one of the pool's threads; inference never runs on the event loop."""
+        return await self.pool.submit(fn, lane)
+
+    def record(self, ms: float) -> None:
+        self.inference_ms.append(ms)
+        if len(self.inference_ms) > 200:
+            del self.inference_ms[:100]
+
+    def status(self) -> dict[str, Any]:
+        recent = self.inference_ms[-100:]
+        return {
+            "id": self.key,
+            "task": self.key,
+            "files": self.files,
+            "accelerator": self.kind,
+            "inferenceDevice": self.inference_device,
+            "devices": [getattr(s, "device", "cpu") for s in self.pool.sessions],
+            "fallbackReasons": self.fallback_reasons,
+            "averageInferenceMs": round(sum(recent) / len(recent), 2) if recent else None,
+            **self.pool.snapshot(),
+        }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from aiohttp import web
 
+from ..custom_models import detection_models, valid_name
 from ..registry import LoadedModel
+from ..vision.classify import get_scene_task
 from ..vision.detect import DetectResult
-from .common import CORE, envelope, json_response, parse_fraction, read_form
+from ..vision.ocr import get_plate_reader
+from .common import CORE, ApiError, envelope, json_response, parse_fraction, read_form
 
 MODULE_ID = "ObjectDetectionPerch"
 MODULE_NAME = "Perch Object Detection"
@@ -66,5 +70,77 @@ async def detection(request: web.Request) -> web.Response:
     return await run_detection(request, None)
 
 
+async def custom_list(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    core = request.app[CORE]
+    # Re-read the custom-model directory: a model dropped in (or imported) is listed without a restart.
+    problems = await asyncio.to_thread(core.refresh_custom_models)
+    models = detection_models(core.manifest)
+    return json_response(envelope(request, started, message=f"{len(models)} models", models=models,
+                                  count=len(models), problems=problems, moduleId=MODULE_ID,
+                                  moduleName=MODULE_NAME, command="list"))
+
+
+async def custom_detection(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    name = request.match_info["model"]
+    # A plain identifier only: the name picks a file on disk, so "..", separators and NUL never get that far.
+    if not valid_name(name):
+        raise ApiError(f"invalid model name {name!r}: use letters, digits, '-' and '_'")
+    entry = core.manifest.models.get(name)
+    if entry is None:
+        await asyncio.to_thread(core.refresh_custom_models)
+        entry = core.manifest.models.get(name)
+    if entry is None or entry.task != "detection":
+        raise ApiError(f"unknown model {name!r}; see /v1/vision/custom/list")
+    return await run_detection(request, name)
+
+
+async def scene(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    core = request.app[CORE]
+    form = await read_form(request)
+    image = form.require_file("image")
+    task = await get_scene_task(core.registry, core.settings.limits.max_pixels)
+    result = await task.classify(image)
+    return json_response(envelope(
+        request, started, message=f"Scene: {result.label}", label=result.label,
+        confidence=round(result.confidence, 4), inferenceMs=round(result.inference_ms),
+        processMs=round(result.process_ms), moduleId="SceneClassifier", moduleName="Perch Scene Classifier",
+        command="detect", inferenceDevice=task.loaded.inference_device,
+        executionProvider=task.loaded.inference_device, canUseGPU=False))
+
+
+async def alpr(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    core = request.app[CORE]
+    form = await read_form(request)
+    image = form.require_file("upload", "image")
+    min_conf = parse_fraction(form.get("min_confidence"), 0.0)
+    reader = await get_plate_reader(core.registry, core.settings.limits.max_pixels)
+    result = await reader.read(image)
+    preds = [{"label": f"Plate: {p.plate}", "plate": p.plate, "confidence": round(p.confidence, 4),
+              "x_min": p.x_min, "y_min": p.y_min, "x_max": p.x_max, "y_max": p.y_max}
+             for p in result.plates if p.confidence >= min_conf]
+    return json_response(envelope(
+        request, started, message=summary([p["label"] for p in preds]) if preds else "No plates found",
+        count=len(preds), predictions=preds, inferenceMs=round(result.inference_ms),
+        processMs=round(result.process_ms), moduleId="ALPR", moduleName="Perch License Plate Reader",
+        command="alpr", inferenceDevice=reader.loaded.inference_device,
+        executionProvider=reader.loaded.inference_device, canUseGPU=False))
+
+
 def add_routes(app: web.Application) -> None:
+    # The other CodeProject.AI route groups live in their own modules; they are registered with this dialect.
+    from . import faces, image, settings, text
+
     app.router.add_post("/v1/vision/detection", detection)
+    # "list" first: it must not be taken for a model called "list".
+    app.router.add_post("/v1/vision/custom/list", custom_list)
+    app.router.add_get("/v1/vision/custom/list", custom_list)
+    app.router.add_post("/v1/vision/custom/{model}", custom_detection)
+    app.router.add_post("/v1/vision/scene", scene)
+    app.router.add_post("/v1/vision/alpr", alpr)
+    app.router.add_post("/v1/image/alpr", alpr)
+    for module in (faces, image, text, settings):
+        module.add_routes(app)

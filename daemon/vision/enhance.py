@@ -1,0 +1,148 @@
+"""Image enhancement: super-resolution (ESPCN x2 through OpenCV's dnn_superres) and cartoonisation (white-box GAN).
+
+Super-resolution runs in OpenCV's dnn module, one DnnSuperResImpl per worker thread (not thread-safe); the cartoon
+GAN is a TFLite model behind a Session like every other network.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from ...accelerators.base import Session
+from ..registry import LoadedTask, ModelRegistry, ModelUnavailable
+from .image import ImageError, decode_image
+from .preprocess import Preprocessor
+from .segment import ImageOutput
+
+SUPERRES_TASK = "superresolution"
+SUPERRES_MODEL = "espcn_x2"
+SUPERRES_ALGORITHM, SUPERRES_SCALE = "espcn", 2
+# ESPCN costs ~1 s per input megapixel on two ARM-class cores and the answer is a PNG of 4x the pixels: a 1280×720
+# frame is about the most that comes back within the queue timeout.
+SUPERRES_MAX_PIXELS = 1_000_000
+
+CARTOON_TASK = "cartoon"
+# The `model` form field: our names, the manifest ids, and CodeProject.AI's default name for its default model.
+CARTOON_MODELS = {
+    "whitebox": "cartoon_gan",
+    "whitebox_int8": "cartoon_gan_int8",
+    "cartoon_gan": "cartoon_gan",
+    "cartoon_gan_int8": "cartoon_gan_int8",
+}
+DEFAULT_CARTOON_MODEL = "whitebox"
+JPEG_QUALITY = 90
+
+
+class SuperResWorker:
+    device = "cpu"
+
+    def __init__(self, path: str) -> None:
+        self.impl = cv2.dnn_superres.DnnSuperResImpl_create()
+        self.impl.readModel(path)
+        self.impl.setModel(SUPERRES_ALGORITHM, SUPERRES_SCALE)
+
+    def close(self) -> None:
+        self.impl = None
+
+
+class SuperResTask:
+    def __init__(self, loaded: LoadedTask, max_pixels: int) -> None:
+        self.loaded = loaded
+        self.max_pixels = max_pixels
+        self.scale = SUPERRES_SCALE
+
+    def _run(self, worker: SuperResWorker, image: bytes | np.ndarray) -> ImageOutput:
+        t0 = time.perf_counter()
+        bgr = decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
+        h, w = bgr.shape[:2]
+        if w * h > SUPERRES_MAX_PIXELS:
+            raise ImageError(f"the image is {w}×{h}; super-resolution takes at most"
+                             f" {SUPERRES_MAX_PIXELS / 1e6:.1f} megapixels")
+        t1 = time.perf_counter()
+        out = worker.impl.upsample(bgr)
+        t2 = time.perf_counter()
+        self.loaded.record((t2 - t1) * 1000)
+        ok, png = cv2.imencode(".png", out)
+        if not ok:
+            raise ValueError("PNG encoding failed")
+        return ImageOutput(png.tobytes(), "image/png", out.shape[1], out.shape[0], (t2 - t1) * 1000,
+                           (time.perf_counter() - t0) * 1000)
+
+    async def upscale(self, image: bytes | np.ndarray) -> ImageOutput:
+        return await self.loaded.run(lambda w: self._run(w, image))
+
+
+def _build_superres(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
+    path = registry.model_file(SUPERRES_MODEL)
+    try:
+        workers = [SuperResWorker(str(path)) for _ in range(registry.task_workers())]
+        for w in workers:
+            w.impl.upsample(np.zeros((16, 16, 3), np.uint8))
+    except (cv2.error, AttributeError) as exc:
+        # AttributeError: an OpenCV build without the contrib modules (cv2.dnn_superres).
+        raise ModelUnavailable(f"super-resolution needs opencv-contrib-python-headless<5: {exc}") from exc
+    loaded = LoadedTask(SUPERRES_TASK, registry.task_pool(SUPERRES_TASK, list(workers)), "cpu", [path.name])
+    loaded.engine = SuperResTask(loaded, max_pixels)
+    return loaded
+
+
+async def get_superres_task(registry: ModelRegistry, max_pixels: int) -> SuperResTask:
+    loaded = await registry.get_task(SUPERRES_TASK, lambda: _build_superres(registry, max_pixels))
+    task: SuperResTask = loaded.engine
+    return task
+
+
+class CartoonTask:
+    def __init__(self, loaded: LoadedTask, pre: Preprocessor, max_pixels: int) -> None:
+        self.loaded = loaded
+        self.pre = pre
+        self.max_pixels = max_pixels
+
+    def _run(self, session: Session, image: bytes | np.ndarray) -> ImageOutput:
+        t0 = time.perf_counter()
+        bgr = decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
+        tensor, _ = self.pre(bgr)
+        t1 = time.perf_counter()
+        out = session.run([tensor])[0][0]
+        t2 = time.perf_counter()
+        self.loaded.record((t2 - t1) * 1000)
+        rgb = np.clip((out.astype(np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+        h, w = bgr.shape[:2]
+        # The GAN works on a fixed square; the answer has the photo's own size and aspect again.
+        result = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (w, h), interpolation=cv2.INTER_CUBIC)
+        ok, jpeg = cv2.imencode(".jpg", result, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        return ImageOutput(jpeg.tobytes(), "image/jpeg", w, h, (t2 - t1) * 1000, (time.perf_counter() - t0) * 1000)
+
+    async def cartoonise(self, image: bytes | np.ndarray) -> ImageOutput:
+        return await self.loaded.run(lambda s: self._run(s, image))
+
+
+def cartoon_model_id(name: str | None) -> str:
+    """Manifest id for the `model` form field; KeyError lists nothing, the caller words the error."""
+    return CARTOON_MODELS[(name or DEFAULT_CARTOON_MODEL).strip().lower()]
+
+
+def _build_cartoon(registry: ModelRegistry, model_id: str, max_pixels: int) -> LoadedTask:
+    entry = registry.manifest.models[model_id]
+    if entry.input is None:
+        raise ModelUnavailable(f"model {model_id} has no input spec in the manifest")
+    spec = entry.input
+    # The GAN is heavy (~0.5 s); one worker leaves the other core to the routes that answer in milliseconds.
+    opened = registry.open_sessions(model_id, 1)
+    key = f"{CARTOON_TASK}:{model_id}"
+    loaded = LoadedTask(key, registry.task_pool(key, list(opened.sessions)), opened.kind, [opened.path.name],
+                        opened.fallback_reasons)
+    loaded.engine = CartoonTask(loaded, Preprocessor(spec, opened.sessions[0].inputs[0]), max_pixels)
+    return loaded
+
+
+async def get_cartoon_task(registry: ModelRegistry, model_id: str, max_pixels: int) -> CartoonTask:
+    loaded = await registry.get_task(f"{CARTOON_TASK}:{model_id}",
+                                     lambda: _build_cartoon(registry, model_id, max_pixels))
+    task: CartoonTask = loaded.engine
+    return task

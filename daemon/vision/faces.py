@@ -1,0 +1,221 @@
+"""Faces: find them (YuNet through OpenCV), describe them (dlib's 128-d ResNet descriptor), compare descriptors.
+
+API for every dialect (CodeProject/DeepStack faces, RAYPACK celebrity and face models):
+
+    task = await get_face_task(core.registry, core.settings.limits.max_pixels)
+    result = await task.detect(image, min_confidence)          # FaceResult: faces with box, landmarks, score
+    result = await task.describe(image)                        # faces with `.descriptor` (largest first)
+    result = await task.recognize(image, core.store.gallery(), min_confidence)   # `.matches`
+    similarity = await task.match(image1, image2)              # 0..1, same person > 0.5
+
+`image` is the uploaded bytes or a BGR frame. All of it runs on the task's worker threads, one OpenCV detector and
+one dlib model pair per thread (neither is thread-safe); the event loop only awaits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..registry import LoadedTask, ModelRegistry, ModelUnavailable
+from ..store import FaceGallery
+from .image import decode_image
+
+TASK = "faces"
+DETECTOR_MODEL = "yunet_face"
+LANDMARK_MODEL = "dlib_face_landmarks5"
+DESCRIPTOR_MODEL = "dlib_face_resnet"
+
+# YuNet is as accurate at 640 px as at full size on the shared photos and 5-20x faster on large images.
+DETECT_MAX_SIDE = 640
+# Faces to register, recognise or match are looked for at this YuNet score (OpenCV Zoo's default is 0.6).
+FIND_THRESHOLD = 0.6
+NMS_THRESHOLD = 0.3
+# dlib's documented decision boundary: descriptor distance below 0.6 is the same person. Similarity is a logistic
+# of the distance centred there, so 0.5 means "on the boundary"; the slope spreads the shared photos' same-person
+# distances (<= 0.45 -> >= 0.82) and different-person ones (>= 0.75 -> <= 0.18) apart.
+SAME_PERSON_DISTANCE = 0.6
+SIMILARITY_SLOPE = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    confidence: float
+    x_min: int
+    y_min: int
+    x_max: int
+    y_max: int
+    # Five points in original pixels: right eye, left eye, nose tip, right and left mouth corner (YuNet's order).
+    landmarks: tuple[tuple[int, int], ...]
+    descriptor: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def area(self) -> int:
+        return max(0, self.x_max - self.x_min) * max(0, self.y_max - self.y_min)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    face: Face
+    userid: str  # "unknown" when no registered face is close enough
+    confidence: float  # similarity to that user, 0 for unknown
+
+
+@dataclass(slots=True)
+class FaceResult:
+    faces: list[Face]
+    width: int
+    height: int
+    inference_ms: float
+    process_ms: float
+    matches: list[Match] = field(default_factory=list)
+
+
+def similarity(distance: float) -> float:
+    return 1.0 / (1.0 + math.exp(SIMILARITY_SLOPE * (distance - SAME_PERSON_DISTANCE)))
+
+
+def best_match(gallery: FaceGallery, descriptor: np.ndarray) -> tuple[str | None, float]:
+    """The closest registered user and the similarity to them (None, 0 for an empty gallery)."""
+    if len(gallery) == 0 or gallery.vectors.shape[1] != descriptor.shape[0]:
+        return None, 0.0
+    distances = np.linalg.norm(gallery.vectors - descriptor, axis=1)
+    best = int(np.argmin(distances))
+    return gallery.userids[best], similarity(float(distances[best]))
+
+
+class FaceWorker:
+    """One worker thread's models: OpenCV's YuNet detector and dlib's landmark + descriptor networks."""
+
+    device = "cpu"
+
+    def __init__(self, detector: str, landmarks: str, descriptor: str) -> None:
+        import dlib  # imported here: only the face task needs it, and it takes a moment
+
+        self.detector = cv2.FaceDetectorYN.create(detector, "", (320, 320), FIND_THRESHOLD, NMS_THRESHOLD, 5000)
+        self.shape = dlib.shape_predictor(landmarks)
+        self.net = dlib.face_recognition_model_v1(descriptor)
+        self._rect = dlib.rectangle
+        self._size = (0, 0)
+
+    def close(self) -> None:
+        self.detector = self.shape = self.net = None  # type: ignore[assignment]
+
+    def detect(self, bgr: np.ndarray, threshold: float) -> list[Face]:
+        h, w = bgr.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = bgr
+        if scale < 1.0:
+            small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        size = (small.shape[1], small.shape[0])
+        if size != self._size:
+            self.detector.setInputSize(size)
+            self._size = size
+        self.detector.setScoreThreshold(float(threshold))
+        _, rows = self.detector.detect(small)
+        faces: list[Face] = []
+        for row in rows if rows is not None else []:
+            x, y, fw, fh = (float(v) / scale for v in row[:4])
+            points = tuple((round(float(row[4 + 2 * i]) / scale), round(float(row[5 + 2 * i]) / scale))
+                           for i in range(5))
+            box = (max(0, round(x)), max(0, round(y)), min(w, round(x + fw)), min(h, round(y + fh)))
+            if box[2] > box[0] and box[3] > box[1]:
+                faces.append(Face(float(row[14]), *box, landmarks=points))
+        faces.sort(key=lambda f: f.confidence, reverse=True)
+        return faces
+
+    def describe(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        shape = self.shape(rgb, self._rect(face.x_min, face.y_min, face.x_max, face.y_max))
+        return np.asarray(self.net.compute_face_descriptor(rgb, shape), dtype=np.float32)
+
+
+class FaceTask:
+    def __init__(self, loaded: LoadedTask, max_pixels: int) -> None:
+        self.loaded = loaded
+        self.max_pixels = max_pixels
+
+    @property
+    def inference_device(self) -> str:
+        return self.loaded.inference_device
+
+    def _image(self, image: bytes | np.ndarray) -> np.ndarray:
+        return decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
+
+    def _run(self, worker: FaceWorker, image: bytes | np.ndarray, threshold: float, describe: str) -> FaceResult:
+        """describe: "" none, "largest" the largest face only, "all" every face."""
+        t0 = time.perf_counter()
+        bgr = self._image(image)
+        t1 = time.perf_counter()
+        faces = worker.detect(bgr, threshold)
+        if describe and faces:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            chosen = [max(faces, key=lambda f: f.area)] if describe == "largest" else faces
+            faces = [Face(f.confidence, f.x_min, f.y_min, f.x_max, f.y_max, f.landmarks, worker.describe(rgb, f))
+                     for f in chosen]
+        t2 = time.perf_counter()
+        self.loaded.record((t2 - t1) * 1000)
+        return FaceResult(faces, bgr.shape[1], bgr.shape[0], (t2 - t1) * 1000, (t2 - t0) * 1000)
+
+    async def detect(self, image: bytes | np.ndarray, min_confidence: float) -> FaceResult:
+        return await self.loaded.run(lambda w: self._run(w, image, min_confidence, ""))
+
+    async def describe(self, image: bytes | np.ndarray, largest_only: bool = False,
+                       threshold: float = FIND_THRESHOLD) -> FaceResult:
+        mode = "largest" if largest_only else "all"
+        return await self.loaded.run(lambda w: self._run(w, image, threshold, mode))
+
+    async def recognize(self, image: bytes | np.ndarray, gallery: FaceGallery, min_confidence: float,
+                        threshold: float = FIND_THRESHOLD) -> FaceResult:
+        """Every face with the registered user it matches at `min_confidence` similarity or more, else unknown."""
+        result = await self.describe(image, threshold=threshold)
+        for face in result.faces:
+            assert face.descriptor is not None
+            userid, score = best_match(gallery, face.descriptor)
+            if userid is not None and score >= min_confidence:
+                result.matches.append(Match(face, userid, score))
+            else:
+                result.matches.append(Match(face, "unknown", 0.0))
+        result.matches.sort(key=lambda m: m.confidence, reverse=True)
+        return result
+
+    async def match(self, image1: bytes | np.ndarray, image2: bytes | np.ndarray) -> tuple[float, float]:
+        """(similarity of the largest face in each image, inference ms); ValueError names an image without a face."""
+        first = await self.describe(image1, largest_only=True)
+        second = await self.describe(image2, largest_only=True)
+        for name, res in (("image1", first), ("image2", second)):
+            if not res.faces:
+                raise NoFaceError(f"No face detected in {name}")
+        a, b = first.faces[0].descriptor, second.faces[0].descriptor
+        assert a is not None and b is not None
+        return similarity(float(np.linalg.norm(a - b))), first.inference_ms + second.inference_ms
+
+
+class NoFaceError(ValueError):
+    """The image has no face where one is needed (register, match)."""
+
+
+def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
+    files = [registry.model_file(m) for m in (DETECTOR_MODEL, LANDMARK_MODEL, DESCRIPTOR_MODEL)]
+    try:
+        workers = [FaceWorker(*(str(f) for f in files)) for _ in range(registry.task_workers())]
+    except (ImportError, cv2.error, RuntimeError) as exc:
+        raise ModelUnavailable(f"face models cannot be loaded: {exc}") from exc
+    # Warm each worker so the first request does not pay for OpenCV's and dlib's lazy initialisation.
+    blank = np.full((160, 160, 3), 128, np.uint8)
+    for w in workers:
+        w.detect(blank, FIND_THRESHOLD)
+        w.describe(blank, Face(0.0, 40, 40, 120, 120, ()))
+    loaded = LoadedTask(TASK, registry.task_pool(TASK, list(workers)), "cpu", [f.name for f in files])
+    loaded.engine = FaceTask(loaded, max_pixels)
+    return loaded
+
+
+async def get_face_task(registry: ModelRegistry, max_pixels: int) -> FaceTask:
+    """The face task of this registry, loaded once on first use."""
+    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    task: FaceTask = loaded.engine
+    return task
