@@ -40,7 +40,6 @@ KEY_FIELDS = ("api_key", "apikey")
 # Dialects whose clients put the key in the form body (the body is buffered and replayed to read it).
 FORM_KEY_DIALECTS = frozenset({"codeproject", "raypack"})
 CODEPROJECT = "codeproject"
-PRINCIPAL = "perch.principal"
 
 Refusal = Callable[[web.Request, str, int], web.StreamResponse]
 
@@ -103,6 +102,8 @@ class Gate:
 
 
 GATE: web.AppKey[Gate] = web.AppKey("auth_gate", Gate)
+# Who is calling, for handlers (request storage; typed keys where aiohttp has them, 3.13+).
+PRINCIPAL: Any = web.RequestKey("perch_principal", Principal) if hasattr(web, "RequestKey") else "perch_principal"
 
 
 def install(app: web.Application) -> None:

@@ -33,6 +33,8 @@ from .dialects import decode, detect_bytes, failure, fetch, get_model
 NAME = "raypack"
 CONTAINER = {"name": "Raypack_AI_Filecontainer", "version": "1.0", "license": "local"}
 MODES = ("json", "image", "jsonimage")
+# YuNet score below which a face is not reported (OpenCV Zoo's default).
+FACE_THRESHOLD = 0.6
 # The detector's COCO classes that are food.
 FOOD = frozenset({"banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
                   "cake"})
@@ -148,7 +150,7 @@ async def _gallery(core: Core) -> Any:
     return await asyncio.to_thread(store.gallery)
 
 
-async def _celebrity(core: Core, data: bytes, threshold: float, lang: str) -> list[dict[str, Any]]:
+async def _celebrity(core: Core, data: bytes, threshold: float) -> list[dict[str, Any]]:
     task = await _face_task(core)
     gallery = await _gallery(core)
     result = await task.recognize(data, gallery, core.settings.faces.min_confidence, threshold=threshold)
@@ -184,21 +186,19 @@ async def recog(request: web.Request) -> web.Response:
         facefinder = form.get("facefinder") or "3"
         if facefinder not in ("1", "2", "3"):
             raise ApiError(f"facefinder must be 1, 2 or 3, got {facefinder!r}")
+        default = core.settings.detection.min_confidence if model.kind in ("objects", "food") else FACE_THRESHOLD
+        threshold = _threshold(form.get("threshold"), default)
         data, original = await _image(core, form)
-        results: dict[str, Any]
+        results: dict[str, Any] = {"stats": {}}
         image: bytes | None = None
         if model.kind in ("objects", "food"):
-            threshold = _threshold(form.get("threshold"), core.settings.detection.min_confidence)
-            tags = await _objects(core, model, data, threshold, lang)
-            results = {"stats": _stats(model, original, started), "tags": tags}
+            results["tags"] = await _objects(core, model, data, threshold, lang)
         elif model.kind == "celebrity":
-            threshold = _threshold(form.get("threshold"), 0.6)
-            tags = await _celebrity(core, data, threshold, lang)
-            results = {"stats": _stats(model, original, started), "tags": tags}
+            results["tags"] = await _celebrity(core, data, threshold)
         else:
-            threshold = _threshold(form.get("threshold"), 0.6)
             faces, image = await _faces(core, model, data, threshold, mode, facemode, color)
-            results = {"stats": _stats(model, original, started), "totalfaces": len(faces), "faces": faces}
+            results.update(totalfaces=len(faces), faces=faces)
+        results["stats"] = _stats(model, original, started)
     except RayError as exc:
         return _error(exc.message, exc.status)
     except Exception as exc:
