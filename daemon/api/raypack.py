@@ -144,10 +144,8 @@ async def _face_task(core: Core) -> Any:
 
 
 async def _gallery(core: Core) -> Any:
-    store = getattr(core, "store", None)
-    if store is None:
-        raise RayError("the face store is not available on this server", 503)
-    return await asyncio.to_thread(store.gallery)
+    # The store opens its SQLite file on first use and reads the gallery once per change: off the event loop.
+    return await asyncio.to_thread(lambda: core.store.gallery())
 
 
 async def _celebrity(core: Core, data: bytes, threshold: float) -> list[dict[str, Any]]:
