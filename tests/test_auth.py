@@ -140,6 +140,21 @@ async def test_bearer_everywhere_and_open_routes(cp: TestClient) -> None:
     assert (await cp.post("/v1/nothing/here")).status == 404
 
 
+async def test_form_key_on_other_codeproject_routes(cp: TestClient) -> None:
+    # Several files and the key in one multipart body (the face route reads every file of the replayed body).
+    fd = FormData()
+    fd.add_field("userid", "grace")
+    fd.add_field("api_key", KEY)
+    fd.add_field("image1", image_bytes("grace_hopper.bmp"), filename="g1.bmp")
+    fd.add_field("image2", image_bytes("grace_hopper.bmp"), filename="g2.bmp")
+    body = await (await cp.post("/v1/vision/face/register", data=fd)).json()
+    assert body["success"] is True and body["faces"] == 2
+    body = await (await cp.post("/v1/vision/face/list", data={"api_key": "wrong"})).json()
+    assert body["success"] is False and body["code"] == 401
+    body = await (await cp.post("/v1/vision/face/list", headers={"Authorization": f"Bearer {KEY}"})).json()
+    assert body["success"] is True and "grace" in body["faces"]
+
+
 async def test_secrets_never_logged(aiohttp_client: ClientFactory, keyed_core: Core,
                                     caplog: pytest.LogCaptureFixture) -> None:
     # As run_daemon serves: no aiohttp access log (it would print query strings), only perch's own line.

@@ -35,7 +35,8 @@ from .common import CORE, Handler, error_response
 # Health checks and the login itself never need a credential.
 OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token"})
 # Requests on these paths are not "API requests with a result object": they cost no credit.
-UNBILLED_PREFIXES = ("/v1/status/", "/v1/server/", "/v1/user/", "/v1/log/", "/v1/module/", "/metrics")
+UNBILLED_PREFIXES = ("/v1/status/", "/v1/server/", "/v1/user/", "/v1/log/", "/v1/module/", "/v1/settings/",
+                     "/v1/train/", "/metrics")
 KEY_FIELDS = ("api_key", "apikey")
 # Dialects whose clients put the key in the form body (the body is buffered and replayed to read it).
 FORM_KEY_DIALECTS = frozenset({"codeproject", "raypack"})
