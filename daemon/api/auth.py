@@ -201,7 +201,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     name = dialect_of(request)
     found = header_secrets(request)
     if not found and name in FORM_KEY_DIALECTS:
-        request, found = await form_secrets(request)
+        try:
+            request, found = await form_secrets(request)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return refuse(request, name, f"the upload is too large ({exc.reason or 'over the limit'})", 413)
     principal = await gate.authenticate(found, request.headers.get("ACCOUNT-ID")) if found else None
     if principal is None:
         what = "missing" if not found else "invalid"
