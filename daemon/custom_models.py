@@ -48,10 +48,11 @@ def valid_name(name: str) -> bool:
 
 
 def _inside(directory: Path, relative: str) -> Path:
-    path = (directory / relative).resolve()
-    if directory.resolve() not in path.parents:
-        raise CustomModelError(f"{relative!r} is outside {directory}")
-    return path
+    """`relative` under `directory`, checked lexically: a symlink to a shared model file is fine, "../x" is not."""
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts or not parts:
+        raise CustomModelError(f"{relative!r} must be a file name inside {directory}")
+    return directory / relative
 
 
 def load_sidecar(directory: Path, sidecar: Path) -> tuple[ModelEntry, list[str] | None]:

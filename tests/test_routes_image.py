@@ -1,0 +1,133 @@
+"""Image routes: background removal, portrait filter, super-resolution and cartoonise with the real models."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+
+from perch.daemon.api.common import CODEPROJECT
+from perch.daemon.app import create_app
+from perch.daemon.config import Settings
+from perch.daemon.core import Core
+
+from conftest import MODELS, image_bytes
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def form(image: bytes | None = None, **fields: Any) -> FormData:
+    fd = FormData()
+    if image is not None:
+        fd.add_field("image", image, filename="photo.png", content_type="application/octet-stream")
+    for key, value in fields.items():
+        fd.add_field(key, str(value))
+    return fd
+
+
+def png(bgr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", bgr)
+    assert ok
+    return buf.tobytes()
+
+
+def decode(b64: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), flags)
+    assert img is not None
+    return img
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("image")
+    core = Core(Settings(model_dir=MODELS, state_dir=tmp / "state", cache_dir=tmp / "cache", legacy_port=0,
+                         cpu={"workers": 2, "threads": 1}))
+    await core.start()
+    async with TestClient(TestServer(create_app(core, CODEPROJECT))) as client:
+        yield client
+    await core.close()
+
+
+async def post(client: TestClient, path: str, data: FormData) -> dict[str, Any]:
+    resp = await client.post(path, data=data)
+    assert resp.status == 200 and resp.headers.get("Content-Length")
+    return dict(await resp.json())
+
+
+@pytest.mark.parametrize("matting", ["false", "true"])
+async def test_remove_background_gives_png_with_alpha(cp: TestClient, matting: str) -> None:
+    body = await post(cp, "/v1/image/removebackground", form(image_bytes("grace_hopper.bmp"),
+                                                            use_alphamatting=matting))
+    assert body["success"], body
+    img = decode(body["imageBase64"])
+    assert img.shape == (600, 512, 4)
+    alpha = img[:, :, 3]
+    # Grace Hopper fills the middle of the portrait; the top corners are backdrop.
+    assert alpha[200:400, 170:340].mean() > 200
+    assert alpha[:60, :60].mean() < 30 and alpha[:60, -60:].mean() < 30
+    original = cv2.imdecode(np.frombuffer(image_bytes("grace_hopper.bmp"), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(img[:, :, :3], original), "colour channels are the photo's own"
+
+
+async def test_remove_background_bad_flag(cp: TestClient) -> None:
+    body = await post(cp, "/v1/image/removebackground", form(image_bytes("face.jpg"), use_alphamatting="maybe"))
+    assert body["success"] is False and "use_alphamatting" in body["error"]
+
+
+async def test_portrait_filter_blurs_only_the_background(cp: TestClient) -> None:
+    original = cv2.imdecode(np.frombuffer(image_bytes("grace_hopper.bmp"), np.uint8), cv2.IMREAD_COLOR)
+    strong = decode((await post(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
+                                                                     strength=1)))["filtered_image"])
+    none = decode((await post(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
+                                                                   strength=0)))["filtered_image"])
+    assert strong.shape == original.shape == none.shape
+
+    def change(img: np.ndarray, ys: slice, xs: slice) -> float:
+        return float(np.abs(img[ys, xs].astype(np.int16) - original[ys, xs].astype(np.int16)).mean())
+
+    person, corner = (slice(250, 400), slice(180, 330)), (slice(0, 80), slice(0, 80))
+    # Strength 0 only re-encodes; strength 1 blurs the backdrop far more than the person.
+    assert change(none, *corner) < 3 and change(none, *person) < 3
+    assert change(strong, *corner) > 2 * change(strong, *person)
+    body = await post(cp, "/v1/image/portraitfilter", form(image_bytes("face.jpg"), strength=1.5))
+    assert body["success"] is False and "strength" in body["error"]
+
+
+async def test_super_resolution_beats_bicubic(cp: TestClient) -> None:
+    original = cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), cv2.IMREAD_COLOR)[:354, :512]
+    small = cv2.resize(original, (256, 177), interpolation=cv2.INTER_AREA)
+    body = await post(cp, "/v1/image/superresolution", form(png(small)))
+    assert body["success"], body
+    up = decode(body["imageBase64"], cv2.IMREAD_COLOR)
+    assert up.shape == original.shape
+    bicubic = cv2.resize(small, (512, 354), interpolation=cv2.INTER_CUBIC)
+    # ESPCN is about 1 dB better than bicubic on this photo.
+    assert cv2.PSNR(up, original) > cv2.PSNR(bicubic, original) + 0.3
+
+
+async def test_super_resolution_refuses_huge_input(cp: TestClient) -> None:
+    big = png(np.zeros((1200, 1600, 3), np.uint8))
+    body = await post(cp, "/v1/image/superresolution", form(big))
+    assert body["success"] is False and body["code"] == 400 and "megapixels" in body["error"]
+
+
+async def test_cartoonise(cp: TestClient) -> None:
+    original = cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), cv2.IMREAD_COLOR)
+    body = await post(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg")))
+    assert body["success"], body
+    cartoon = decode(body["imageBase64"], cv2.IMREAD_COLOR)
+    assert cartoon.shape == original.shape
+    diff = np.abs(cartoon.astype(np.int16) - original.astype(np.int16)).mean()
+    # Changed, but still the same picture (not noise): flat colours, same layout.
+    assert 3 < diff < 60
+    assert np.corrcoef(cv2.cvtColor(cartoon, cv2.COLOR_BGR2GRAY).ravel(),
+                       cv2.cvtColor(original, cv2.COLOR_BGR2GRAY).ravel())[0, 1] > 0.7
+    body = await post(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg"), model="paprika"))
+    assert body["success"] is False and "whitebox" in body["error"]
