@@ -11,7 +11,7 @@ from types import ModuleType
 
 from aiohttp import web
 
-from .api import codeproject, status
+from .api import auth, codeproject, status
 from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
@@ -27,6 +27,7 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     app = web.Application(middlewares=[perch_middleware], client_max_size=max_body)
     app[CORE] = core
     app[SEMANTICS] = semantics
+    auth.install(app)
     for module in dialect_modules():
         module.add_routes(app)
     return app

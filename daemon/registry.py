@@ -26,7 +26,7 @@ from ..accelerators.probe import HardwareReport
 from .config import Settings
 from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
 from .scheduler import LANE_REQUEST, WorkerPool
-from .vision.detect import Detector, DetectResult
+from .vision.detect import NMS_IOU, Detector, DetectResult
 
 log = logging.getLogger("perch.models")
 
@@ -64,15 +64,16 @@ class LoadedModel:
             del self.inference_ms[:100]
 
     async def detect_bytes(self, data: bytes, min_confidence: float, max_pixels: int,
-                           lane: int = LANE_REQUEST) -> DetectResult:
+                           lane: int = LANE_REQUEST, iou: float = NMS_IOU) -> DetectResult:
         det = self.detector
-        result = await self.pool.submit(lambda s: det.run_bytes(s, data, min_confidence, max_pixels), lane)
+        result = await self.pool.submit(lambda s: det.run_bytes(s, data, min_confidence, max_pixels, iou), lane)
         self.record(result)
         return result
 
-    async def detect_frame(self, bgr: np.ndarray, min_confidence: float, lane: int = LANE_REQUEST) -> DetectResult:
+    async def detect_frame(self, bgr: np.ndarray, min_confidence: float, lane: int = LANE_REQUEST,
+                           iou: float = NMS_IOU) -> DetectResult:
         det = self.detector
-        result = await self.pool.submit(lambda s: det.run_frame(s, bgr, min_confidence), lane)
+        result = await self.pool.submit(lambda s: det.run_frame(s, bgr, min_confidence, iou), lane)
         self.record(result)
         return result
 

@@ -24,13 +24,11 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
-from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.streams import StreamReader
+from aiohttp import web
 
 from ..accounts import Accounts, accounts_path
-from .common import CORE, Handler, error_response
+from .common import CORE, ApiError, Handler, error_response, read_form
 
 # Health checks and the login itself never need a credential.
 OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token"})
@@ -148,39 +146,18 @@ def header_secrets(request: web.Request) -> list[str]:
     return found
 
 
-def _replay_stream(request: web.Request, body: bytes) -> StreamReader:
-    # A limit above the body size: feeding it never asks the connection to pause reading.
-    stream = StreamReader(request.protocol, limit=max(1 << 16, len(body) + 1), loop=asyncio.get_running_loop())
-    stream.feed_data(body)
-    stream.feed_eof()
-    return stream
-
-
-async def form_secrets(request: web.Request) -> tuple[web.Request, list[str]]:
-    """Key fields from a multipart or urlencoded body, and a request the handler can read that body from again."""
-    ctype = request.content_type
-    if not request.can_read_body or ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return request, []
-    replay = request.clone()  # must be taken before the body is read
-    body = await request.read()  # honours client_max_size
-    # aiohttp has no public way to hand a handler an already-read body: give the clone a fresh stream of it.
-    replay._payload = _replay_stream(request, body)  # type: ignore[attr-defined]
-    found: list[str] = []
+async def form_secrets(request: web.Request) -> list[str]:
+    """Key fields from a multipart or urlencoded body (parsed once; the handler gets the same parsed form)."""
+    if not request.can_read_body or request.content_type not in ("multipart/form-data",
+                                                                 "application/x-www-form-urlencoded"):
+        return []
     try:
-        if ctype == "application/x-www-form-urlencoded":
-            found = [v.strip() for k, v in parse_qsl(body.decode("utf-8", "replace")) if k in KEY_FIELDS and v.strip()]
-        else:
-            reader = MultipartReader(request.headers, _replay_stream(request, body))
-            async for part in reader:
-                if isinstance(part, BodyPartReader) and part.filename is None and part.name in KEY_FIELDS:
-                    value = (await part.text()).strip()
-                    if value:
-                        found.append(value)
-                else:
-                    await part.release()
-    except (ValueError, AssertionError, UnicodeError):
-        pass  # a malformed body has no key; the handler reports what is wrong with it
-    return replay, found
+        form = await read_form(request)
+    except ApiError as exc:
+        if exc.status == 413:
+            raise
+        return []  # a malformed body has no key; the handler reports what is wrong with it
+    return [v.strip() for k in KEY_FIELDS for v in form.fields.getall(k, []) if v.strip()]
 
 
 def succeeded(response: web.StreamResponse) -> bool:
@@ -201,10 +178,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     name = dialect_of(request)
     found = header_secrets(request)
     if not found and name in FORM_KEY_DIALECTS:
-        try:
-            request, found = await form_secrets(request)
-        except web.HTTPRequestEntityTooLarge as exc:
-            return refuse(request, name, f"the upload is too large ({exc.reason or 'over the limit'})", 413)
+        found = await form_secrets(request)
     principal = await gate.authenticate(found, request.headers.get("ACCOUNT-ID")) if found else None
     if principal is None:
         what = "missing" if not found else "invalid"

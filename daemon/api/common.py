@@ -71,7 +71,20 @@ def max_upload_bytes(request: web.Request) -> int:
     return int(request.app[CORE].settings.limits.max_upload_mb * 1024 * 1024)
 
 
+_FORM = "perch_form"
+
+
 async def read_form(request: web.Request) -> Form:
+    """Parse once per request: the auth middleware and the handler both ask, the body can be read only once."""
+    cached = request.get(_FORM)
+    if cached is not None:
+        return cached
+    form = await _parse_form(request)
+    request[_FORM] = form
+    return form
+
+
+async def _parse_form(request: web.Request) -> Form:
     form = Form(fields=MultiDict(request.query))
     ctype = request.content_type
     limit = max_upload_bytes(request)

@@ -4,7 +4,6 @@ numbers, and detection with a caller-chosen NMS IoU. No inference here: models r
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from functools import cache
 
@@ -56,34 +55,14 @@ async def decode(core: Core, data: bytes) -> np.ndarray:
     return await asyncio.to_thread(decode_image, data, core.settings.limits.max_pixels)
 
 
-@cache
-def _detect_bytes_takes_iou() -> bool:
-    return "iou" in inspect.signature(LoadedModel.detect_bytes).parameters
-
-
 async def detect_bytes(core: Core, model: LoadedModel, data: bytes, min_confidence: float,
                        iou: float = NMS_IOU) -> DetectResult:
-    max_pixels = core.settings.limits.max_pixels
-    if iou == NMS_IOU:
-        return await model.detect_bytes(data, min_confidence, max_pixels)
-    if _detect_bytes_takes_iou():
-        return await model.detect_bytes(data, min_confidence, max_pixels, iou=iou)  # type: ignore[call-arg]
-    # The registry's helper has no IoU argument (yet): same job on the model's own workers, with the IoU.
-    detector = model.detector
-    result: DetectResult = await model.pool.submit(
-        lambda s: detector.run_bytes(s, data, min_confidence, max_pixels, iou))
-    model.record(result)
-    return result
+    return await model.detect_bytes(data, min_confidence, core.settings.limits.max_pixels, iou=iou)
 
 
 async def detect_frame(model: LoadedModel, bgr: np.ndarray, min_confidence: float,
                        iou: float = NMS_IOU) -> DetectResult:
-    if iou == NMS_IOU:
-        return await model.detect_frame(bgr, min_confidence)
-    detector = model.detector
-    result: DetectResult = await model.pool.submit(lambda s: detector.run_frame(s, bgr, min_confidence, iou))
-    model.record(result)
-    return result
+    return await model.detect_frame(bgr, min_confidence, iou=iou)
 
 
 def class_numbers(model: LoadedModel) -> dict[str, int]:
