@@ -71,11 +71,20 @@ class Core:
         return self._store
 
     def refresh_custom_models(self) -> dict[str, str]:
-        """Re-read the custom-model directory (a dropped-in model needs no restart); returns problems by file."""
+        """Read the custom-model directory into the manifest (at start-up); returns problems by file."""
         from . import custom_models
 
-        self.custom_model_problems = custom_models.register(
-            self.manifest, self.settings.effective_custom_model_dir, self.custom_model_ids)
+        scanned = custom_models.scan(self.settings.effective_custom_model_dir)
+        self.custom_model_problems = custom_models.apply(self.manifest, scanned, self.custom_model_ids)
+        return self.custom_model_problems
+
+    async def rescan_custom_models(self) -> dict[str, str]:
+        """Re-read the custom-model directory while serving (a dropped-in model needs no restart): files are read
+        on a thread, the manifest is changed on the event loop where requests read it."""
+        from . import custom_models
+
+        scanned = await asyncio.to_thread(custom_models.scan, self.settings.effective_custom_model_dir)
+        self.custom_model_problems = custom_models.apply(self.manifest, scanned, self.custom_model_ids)
         return self.custom_model_problems
 
     def _load_state(self) -> None:

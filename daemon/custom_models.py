@@ -100,7 +100,10 @@ def load_sidecar(directory: Path, sidecar: Path) -> tuple[ModelEntry, list[str] 
     return entry, inline
 
 
-def scan(directory: Path) -> tuple[dict[str, ModelEntry], dict[str, list[str]], dict[str, str]]:
+Scan = tuple[dict[str, ModelEntry], dict[str, list[str]], dict[str, str]]
+
+
+def scan(directory: Path) -> Scan:
     """(entries, inline label sets, problems by file) of every sidecar in `directory`."""
     entries: dict[str, ModelEntry] = {}
     label_sets: dict[str, list[str]] = {}
@@ -119,12 +122,14 @@ def scan(directory: Path) -> tuple[dict[str, ModelEntry], dict[str, list[str]], 
     return entries, label_sets, problems
 
 
-def register(manifest: Manifest, directory: Path, custom_ids: set[str]) -> dict[str, str]:
-    """Add the directory's models to `manifest` (packaged ids win); returns problems by file for the log/status.
+def apply(manifest: Manifest, scanned: Scan, custom_ids: set[str]) -> dict[str, str]:
+    """Put a scan's models into `manifest` (packaged ids win); returns problems by file for the log and status.
 
-    `custom_ids` tracks which ids came from the directory, so a model whose sidecar was removed disappears.
+    `custom_ids` tracks which ids came from the directory, so a model whose sidecar was removed disappears. Call it
+    on the event loop (the manifest is read there); the scan itself reads files and belongs on a thread.
     """
-    entries, label_sets, problems = scan(directory)
+    entries, label_sets, problems = scanned
+    problems = dict(problems)
     for model_id in custom_ids - set(entries):
         manifest.models.pop(model_id, None)
         custom_ids.discard(model_id)
@@ -132,7 +137,9 @@ def register(manifest: Manifest, directory: Path, custom_ids: set[str]) -> dict[
         if model_id in manifest.models and model_id not in custom_ids:
             problems[f"{model_id}.yaml"] = f"{model_id} is a built-in model name; rename the custom model"
             continue
-        manifest.label_sets.update({k: v for k, v in label_sets.items() if k == f"{LABEL_SET_PREFIX}{model_id}"})
+        key = f"{LABEL_SET_PREFIX}{model_id}"
+        if key in label_sets:
+            manifest.label_sets[key] = label_sets[key]
         manifest.models[model_id] = entry
         custom_ids.add(model_id)
     for file, problem in problems.items():

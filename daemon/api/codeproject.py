@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -74,7 +73,7 @@ async def custom_list(request: web.Request) -> web.Response:
     started = time.perf_counter()
     core = request.app[CORE]
     # Re-read the custom-model directory: a model dropped in (or imported) is listed without a restart.
-    problems = await asyncio.to_thread(core.refresh_custom_models)
+    problems = await core.rescan_custom_models()
     models = detection_models(core.manifest)
     return json_response(envelope(request, started, message=f"{len(models)} models", models=models,
                                   count=len(models), problems=problems, moduleId=MODULE_ID,
@@ -89,7 +88,7 @@ async def custom_detection(request: web.Request) -> web.Response:
         raise ApiError(f"invalid model name {name!r}: use letters, digits, '-' and '_'")
     entry = core.manifest.models.get(name)
     if entry is None:
-        await asyncio.to_thread(core.refresh_custom_models)
+        await core.rescan_custom_models()
         entry = core.manifest.models.get(name)
     if entry is None or entry.task != "detection":
         raise ApiError(f"unknown model {name!r}; see /v1/vision/custom/list")

@@ -15,6 +15,7 @@ from .common import CORE, ApiError, envelope, json_response, parse_fraction, rea
 
 MODULE_ID = "FaceProcessing"
 MODULE_NAME = "Perch Face Processing"
+MAX_REGISTER_IMAGES = 64
 
 
 async def face_task(core: Core) -> FaceTask:
@@ -63,9 +64,14 @@ async def register(request: web.Request) -> web.Response:
     images = [data for _, _, data in form.files if data]
     if not images:
         raise ApiError("no image was sent: attach one or more face photos as files (any field name)")
+    if len(images) > MAX_REGISTER_IMAGES:
+        raise ApiError(f"at most {MAX_REGISTER_IMAGES} photos per registration, got {len(images)}")
     task = await face_task(core)
-    # Every photo on its own worker: both cores describe faces at once.
-    results = await asyncio.gather(*(task.describe(img, largest_only=True) for img in images))
+    # A few photos at a time, one per worker: both cores describe faces without filling the queue.
+    results = []
+    step = task.workers
+    for i in range(0, len(images), step):
+        results += await asyncio.gather(*(task.describe(img, largest_only=True) for img in images[i : i + step]))
     descriptors = [r.faces[0].descriptor for r in results if r.faces]
     if not descriptors:
         raise ApiError("No face detected" + (" in any of the images" if len(images) > 1 else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -31,10 +32,12 @@ def parse_bool(raw: str | None, name: str, default: bool = False) -> bool:
     raise ApiError(f"{name} must be true or false, got {raw!r}")
 
 
-def _payload(module_id: str, command: str, out: ImageOutput, device: str, field: str = "imageBase64"
-             ) -> dict[str, Any]:
+async def _payload(module_id: str, command: str, out: ImageOutput, device: str, field: str = "imageBase64"
+                   ) -> dict[str, Any]:
+    # Megabytes of base64 are encoded on a thread: the event loop keeps serving other requests meanwhile.
+    encoded = await asyncio.to_thread(lambda: base64.b64encode(out.data).decode("ascii"))
     return {
-        field: base64.b64encode(out.data).decode("ascii"),
+        field: encoded,
         "mimeType": out.mime,
         "width": out.width,
         "height": out.height,
@@ -58,7 +61,7 @@ async def remove_background(request: web.Request) -> web.Response:
     task = await get_segment_task(core.registry, core.settings.limits.max_pixels)
     out = await task.remove_background(image, matting)
     return json_response(envelope(request, started, message="Background removed",
-                                  **_payload("BackgroundRemover", "removebackground", out,
+                                  **await _payload("BackgroundRemover", "removebackground", out,
                                              task.loaded.inference_device)))
 
 
@@ -71,7 +74,7 @@ async def portrait_filter(request: web.Request) -> web.Response:
     task = await get_segment_task(core.registry, core.settings.limits.max_pixels)
     out = await task.portrait(image, strength)
     return json_response(envelope(request, started, message="Background blurred",
-                                  **_payload("PortraitFilter", "filter", out, task.loaded.inference_device,
+                                  **await _payload("PortraitFilter", "filter", out, task.loaded.inference_device,
                                              field="filtered_image")))
 
 
@@ -83,7 +86,7 @@ async def super_resolution(request: web.Request) -> web.Response:
     task = await get_superres_task(core.registry, core.settings.limits.max_pixels)
     out = await task.upscale(image)
     return json_response(envelope(request, started, message=f"Upscaled {task.scale}x to {out.width}×{out.height}",
-                                  **_payload("SuperResolution", "superresolution", out,
+                                  **await _payload("SuperResolution", "superresolution", out,
                                              task.loaded.inference_device)))
 
 
@@ -100,7 +103,7 @@ async def cartoonise(request: web.Request) -> web.Response:
     task = await get_cartoon_task(core.registry, model_id, core.settings.limits.max_pixels)
     out = await task.cartoonise(image)
     return json_response(envelope(request, started, message="Cartoonised", model=model_id,
-                                  **_payload("Cartooniser", "cartoonise", out, task.loaded.inference_device)))
+                                  **await _payload("Cartooniser", "cartoonise", out, task.loaded.inference_device)))
 
 
 def add_routes(app: web.Application) -> None:

@@ -81,7 +81,7 @@ async def set_setting(request: web.Request) -> web.Response:
         raise ApiError("value is required")
     value = value.strip()
     if section == "detection" and field == "model" and value != "auto":
-        await asyncio.to_thread(core.refresh_custom_models)
+        await core.rescan_custom_models()
         entry = core.manifest.models.get(value)
         if entry is None or entry.task != "detection":
             raise ApiError(f"{value!r} is not a detection model; see /v1/vision/custom/list")

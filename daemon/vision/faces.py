@@ -142,6 +142,10 @@ class FaceTask:
     def inference_device(self) -> str:
         return self.loaded.inference_device
 
+    @property
+    def workers(self) -> int:
+        return len(self.loaded.pool.sessions)
+
     def _image(self, image: bytes | np.ndarray) -> np.ndarray:
         return decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
 

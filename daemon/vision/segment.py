@@ -56,6 +56,8 @@ class SegmentTask:
         bgr = decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
         mask, ms = self.person_mask(session, bgr)
         if matting:
+            if not hasattr(cv2, "ximgproc"):
+                raise ModelUnavailable("alpha matting needs OpenCV's contrib modules (opencv-contrib-python-headless)")
             radius = max(2, round(max(bgr.shape[:2]) * MATTING_RADIUS_SHARE))
             mask = np.clip(cv2.ximgproc.guidedFilter(bgr, mask, radius, MATTING_EPS), 0.0, 1.0)
         bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
