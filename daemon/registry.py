@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ class ModelRegistry:
         # Non-detection tasks (faces, OCR, scene, …): one worker pool per task, loaded once on first use.
         self.tasks: dict[str, LoadedTask] = {}
         self._task_locks: dict[str, asyncio.Lock] = {}
+        self._idle_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ---- which model, which accelerator ------------------------------------------------------------------------
 
@@ -231,6 +233,8 @@ class ModelRegistry:
     def close(self) -> None:
         for model_id in list(self.loaded):
             self.unload(model_id)
+        # Not cancelled here (this may run on a thread, timers belong to the loop): a late one finds no task.
+        self._idle_timers.clear()
         for key in list(self.tasks):
             self.tasks.pop(key).pool.close()
 
@@ -332,6 +336,33 @@ class ModelRegistry:
                 task = self.tasks[key]
                 log.info("task %s loaded on %s (%d workers)", key, task.kind, len(task.pool.sessions))
             return self.tasks[key]
+
+
+    def release_when_idle(self, key: str, after_s: float) -> None:
+        """Unload task `key` once nothing has used it for `after_s` seconds (re-armed by every call).
+
+        For models whose working memory is large (the cartoon GAN holds ~400 MB of activations): loaded on use,
+        given back when the appliance has not needed them for a while. Call on the event loop.
+        """
+        loop = asyncio.get_running_loop()
+        old = self._idle_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._idle_timers[key] = loop.call_later(after_s, self._release_idle, key, after_s)
+
+    def _release_idle(self, key: str, after_s: float) -> None:
+        self._idle_timers.pop(key, None)
+        task = self.tasks.get(key)
+        if task is None:
+            return
+        if task.pool.depth or any(t is not None for t in task.pool.busy_since):
+            self.release_when_idle(key, after_s)
+            return
+        # Requests take the pool and submit to it without yielding in between, so none can be caught mid-way.
+        del self.tasks[key]
+        log.info("task %s unloaded after %.0f s unused", key, after_s)
+        # Closing joins the worker threads: not on the event loop.
+        threading.Thread(target=task.pool.close, name=f"perch-unload-{key}", daemon=True).start()
 
 
 class TaskWorker(Protocol):

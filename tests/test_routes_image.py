@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from perch.daemon.api.common import CODEPROJECT
 from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
+from perch.daemon.vision import enhance
 
 from conftest import MODELS, image_bytes
 
@@ -45,14 +47,19 @@ def decode(b64: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestClient]:
+async def icore(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Core]:
     tmp = tmp_path_factory.mktemp("image")
     core = Core(Settings(model_dir=MODELS, state_dir=tmp / "state", cache_dir=tmp / "cache", legacy_port=0,
                          cpu={"workers": 2, "threads": 1}))
     await core.start()
-    async with TestClient(TestServer(create_app(core, CODEPROJECT))) as client:
-        yield client
+    yield core
     await core.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cp(icore: Core) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(create_app(icore, CODEPROJECT))) as client:
+        yield client
 
 
 async def post(client: TestClient, path: str, data: FormData) -> dict[str, Any]:
@@ -131,3 +138,24 @@ async def test_cartoonise(cp: TestClient) -> None:
                        cv2.cvtColor(original, cv2.COLOR_BGR2GRAY).ravel())[0, 1] > 0.7
     body = await post(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg"), model="paprika"))
     assert body["success"] is False and "whitebox" in body["error"]
+
+
+async def test_cartoon_model_is_unloaded_when_idle_and_reloaded_on_use(cp: TestClient, icore: Core,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(enhance, "CARTOON_IDLE_S", 0.3)
+    small = png(cv2.resize(cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), 1), (128, 89)))
+    assert (await post(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]
+    key = "cartoon:cartoon_gan_int8"
+    assert key in icore.registry.tasks
+    pool = icore.registry.tasks[key].pool
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if key not in icore.registry.tasks:
+            break
+    assert key not in icore.registry.tasks, "the GAN's memory is given back when unused"
+    for _ in range(50):
+        if all(not t.is_alive() for t in pool._threads):
+            break
+        await asyncio.sleep(0.1)
+    assert all(not t.is_alive() for t in pool._threads)
+    assert (await post(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]

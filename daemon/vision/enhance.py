@@ -33,6 +33,9 @@ CARTOON_MODELS = {
     "cartoon_gan_int8": "cartoon_gan_int8",
 }
 DEFAULT_CARTOON_MODEL = "whitebox"
+# The GAN's activations take ~400 MB at 512×512: give them back when nobody has cartoonised for a while.
+CARTOON_IDLE_S = 120.0
+SUPERRES_IDLE_S = 300.0
 JPEG_QUALITY = 90
 
 
@@ -91,6 +94,7 @@ def _build_superres(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 async def get_superres_task(registry: ModelRegistry, max_pixels: int) -> SuperResTask:
     loaded = await registry.get_task(SUPERRES_TASK, lambda: _build_superres(registry, max_pixels))
+    registry.release_when_idle(SUPERRES_TASK, SUPERRES_IDLE_S)
     task: SuperResTask = loaded.engine
     return task
 
@@ -142,7 +146,8 @@ def _build_cartoon(registry: ModelRegistry, model_id: str, max_pixels: int) -> L
 
 
 async def get_cartoon_task(registry: ModelRegistry, model_id: str, max_pixels: int) -> CartoonTask:
-    loaded = await registry.get_task(f"{CARTOON_TASK}:{model_id}",
-                                     lambda: _build_cartoon(registry, model_id, max_pixels))
+    key = f"{CARTOON_TASK}:{model_id}"
+    loaded = await registry.get_task(key, lambda: _build_cartoon(registry, model_id, max_pixels))
+    registry.release_when_idle(key, CARTOON_IDLE_S)
     task: CartoonTask = loaded.engine
     return task

@@ -45,6 +45,8 @@ MIN_PLATE_CHARS, MAX_PLATE_CHARS = 3, 8
 # Plate characters are the largest text on a plate; smaller lines (stickers, badges) must reach this share of the
 # tallest plate-like line.
 MIN_HEIGHT_SHARE = 0.6
+# onnxruntime keeps each input shape's buffers (~250 MB for two workers): released after this long unused.
+IDLE_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,5 +304,6 @@ def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 async def get_plate_reader(registry: ModelRegistry, max_pixels: int) -> PlateReader:
     loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    registry.release_when_idle(TASK, IDLE_S)
     reader: PlateReader = loaded.engine
     return reader
