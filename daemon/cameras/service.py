@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,6 +83,7 @@ class CameraWorker:
         self.reader = FrameReader(cfg, source_factory)
         self.reader.on_frame = self._frame_from_thread
         self._frame_waiter: asyncio.Future[None] | None = None
+        self._stopping = False
         self.gate = MotionGate(cfg.motion)
         self.tracker = IouTracker(cfg.tracker)
         self._counts: dict[str, int] = {}
@@ -109,10 +109,13 @@ class CameraWorker:
         self._task = asyncio.create_task(self._run(), name=f"camera-{self.cfg.name}")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a camera task that ignored the cancellation must not hang the daemon's shutdown.
+            done, _ = await asyncio.wait((self._task,), timeout=5.0)
+            if not done:
+                log.error("camera %s: loop did not stop within 5 s", self.cfg.name)
             self._task = None
         await asyncio.to_thread(self.reader.stop)
         self._end_all()
@@ -139,11 +142,12 @@ class CameraWorker:
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._frame_waiter = waiter
         try:
-            await asyncio.wait_for(waiter, FRAME_WAIT_S)
-        except asyncio.TimeoutError:
-            pass
+            # asyncio.wait, not wait_for: before Python 3.12, wait_for can swallow a cancellation that arrives
+            # just as the frame does, and the camera task would then never stop.
+            await asyncio.wait((waiter,), timeout=FRAME_WAIT_S)
         finally:
             self._frame_waiter = None
+            waiter.cancel()
         return self.reader.latest()
 
     def _on_state(self, online: bool) -> None:
@@ -166,7 +170,7 @@ class CameraWorker:
         last_motion = -1e9
         last_detect = -1e9
         next_t = time.monotonic()
-        while True:
+        while not self._stopping:
             now = time.monotonic()
             await asyncio.sleep(max(0.0, next_t - now))
             next_t = max(next_t + interval, time.monotonic())
