@@ -71,7 +71,8 @@ def max_upload_bytes(request: web.Request) -> int:
     return int(request.app[CORE].settings.limits.max_upload_mb * 1024 * 1024)
 
 
-_FORM = "perch_form"
+# Typed request storage where aiohttp has it (3.13+), a plain string key before.
+_FORM: Any = web.RequestKey("perch_form", Form) if hasattr(web, "RequestKey") else "perch_form"
 
 
 async def read_form(request: web.Request) -> Form:
