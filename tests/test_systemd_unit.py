@@ -17,6 +17,7 @@ UNIT = REPO / "systemd" / "perchd.service"
 IMAGE_UNITS = sorted((REPO / "image-build" / "rootfs" / "usr/lib/systemd/system").glob("*.service"))
 SYSUSERS = REPO / "systemd" / "perchd.sysusers.conf"
 UDEV = REPO / "systemd" / "60-perchd-accelerators.rules"
+JETSON_DROPIN = REPO / "image-build" / "boards" / "jetson" / "perchd.service.d" / "jetson.conf"
 HOST_UNITS = Path("/usr/lib/systemd/system")
 
 analyze = shutil.which("systemd-analyze")
@@ -33,7 +34,7 @@ def settings(unit: Path) -> dict[str, list[str]]:
     return found
 
 
-def fake_root(tmp_path: Path, units: list[Path]) -> Path:
+def fake_root(tmp_path: Path, units: list[Path], dropins: tuple[Path, ...] = ()) -> Path:
     """A root holding the host's systemd units, the units under test and stand-ins for their executables.
 
     ``verify`` checks that ExecStart= binaries exist and that targets such as sysinit.target resolve, so it runs
@@ -49,6 +50,10 @@ def fake_root(tmp_path: Path, units: list[Path]) -> Path:
             binary.parent.mkdir(parents=True, exist_ok=True)
             binary.write_text("#!/bin/sh\n")
             binary.chmod(0o755)
+    for dropin in dropins:
+        target = root / "etc/systemd/system" / dropin.parent.name / dropin.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dropin, target)
     return root
 
 
@@ -60,9 +65,17 @@ def test_verify_prints_nothing(tmp_path: Path, unit: Path) -> None:
     root = fake_root(tmp_path, [unit])
     assert analyze is not None
     # verify exits 0 on unknown or misspelled keys and only prints them: any output is a failure.
-    done = subprocess.run(
-        [analyze, f"--root={root}", "verify", unit.name], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([analyze, f"--root={root}", "verify", unit.name], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@needs_analyze
+def test_jetson_dropin_verifies(tmp_path: Path) -> None:
+    if not HOST_UNITS.is_dir():
+        pytest.skip("no systemd unit tree on this host")
+    root = fake_root(tmp_path, [UNIT], (JETSON_DROPIN,))
+    assert analyze is not None
+    done = subprocess.run([analyze, f"--root={root}", "verify", UNIT.name], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
