@@ -24,7 +24,7 @@ from perch.daemon.core import Core
 
 from conftest import IMAGES
 from helpers.mjpeg_server import MjpegServer
-from helpers.mosquitto import Mosquitto, mosquitto_available
+from helpers.mosquitto import Mosquitto, make_tls, mosquitto_available
 from helpers.mqtt_client import Subscriber
 from helpers.rtsp_server import RtspServer, make_clip, system_rtsp_available
 
@@ -305,6 +305,26 @@ async def test_rtsp_server_killed_and_restarted(
         assert runtime.status()["cameras"]["porch"]["reconnects"] >= 1
     finally:
         server.stop()
+
+
+async def test_tls_and_password(tmp_path: Path, daemon_factory: Any) -> None:
+    tls = make_tls(tmp_path)
+    with Mosquitto(tmp_path, tls=tls, users={"perch": "s3cret"}) as broker:
+        sub = Subscriber(broker.port, tls_ca=tls.ca, username="perch", password="s3cret").start()
+        try:
+            secure = {"tls": {"enabled": True, "ca_certs": str(tls.ca)}, "username": "perch"}
+            runtime = await daemon_factory(cam_settings(broker.port, [], password="s3cret", **secure))
+            await sub.wait_for(lambda: [m for m in sub.on("perch/available") if m.text == "online"], 10, "online")
+            assert runtime.publisher is not None and runtime.publisher.connected
+
+            wrong = await daemon_factory(
+                cam_settings(broker.port, [], password="wrong", client_id="intruder", **secure)
+            )
+            assert wrong.publisher is not None
+            await sub.wait_for(lambda: "refused" in (wrong.publisher.last_error or ""), 10, "refusal reported")
+            assert not wrong.publisher.connected
+        finally:
+            sub.stop()
 
 
 def test_event_payload_is_json_with_contract_fields() -> None:

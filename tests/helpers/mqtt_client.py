@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,13 +30,25 @@ class Msg:
 
 
 class Subscriber:
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",), client_id: str = "test-subscriber") -> None:
+    def __init__(
+        self,
+        port: int,
+        topics: tuple[str, ...] = ("#",),
+        client_id: str = "test-subscriber",
+        tls_ca: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.port = port
         self.topics = topics
         self.messages: list[Msg] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
