@@ -47,6 +47,21 @@ def dialect_modules() -> list[ModuleType]:
     return modules
 
 
+async def _cameras_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Cameras and MQTT start after the models, and stop before them (their last events still get published)."""
+    core = app[CORE]
+    if not core.settings.cameras and not core.settings.mqtt:
+        yield
+        return
+    from .cameras.runtime import registry_detect, registry_stats, run_cameras
+
+    async with run_cameras(core.settings, registry_detect(core.registry), hardware_info=core.hardware,
+                           stats_provider=registry_stats(core.registry)) as cameras:
+        core.cameras = cameras
+        yield
+        core.cameras = None
+
+
 async def _core_lifecycle(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
     await core.start(status=core.notifier.status)
@@ -63,6 +78,7 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
     core = Core(settings)
     main_app = create_app(core, CODEPROJECT)
     main_app.cleanup_ctx.append(_core_lifecycle)
+    main_app.cleanup_ctx.append(_cameras_lifecycle)
     listeners: list[tuple[web.Application, int]] = [(main_app, settings.port)]
     if settings.legacy_port and settings.legacy_port != settings.port:
         listeners.append((create_app(core, DEEPSTACK), settings.legacy_port))

@@ -181,9 +181,9 @@ def config_path(cli_path: str | Path | None, environ: dict[str, str] | os._Envir
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, prefix: str = "") -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown setting '{key}'"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -217,6 +217,15 @@ def load_settings(
         source = f"{source} + environment" if path else "environment"
     data = _merge(_merge(data, env), overrides or {})
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from exc
+    # The mqtt section has its own model (daemon/mqtt/config.py); check it now so a typo stops the start-up.
+    # Camera entries are checked one by one when the cameras start: a bad one must not stop the others.
+    from .mqtt.config import parse_mqtt
+
+    try:
+        parse_mqtt(settings.mqtt)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, prefix="mqtt.")) from exc
+    return settings

@@ -35,6 +35,7 @@ class Core:
         self._loop_alive = time.monotonic()
         self.registry = ModelRegistry(settings, self.manifest, self.hardware, on_job_done=self._beat)
         self.ready = False
+        self.cameras: Any = None  # CameraRuntime while cameras/MQTT run (daemon/cameras/runtime.py)
         self._store: Store | None = None
         self.custom_model_ids: set[str] = set()
         self.custom_model_problems: dict[str, str] = {}
@@ -127,4 +128,5 @@ class Core:
             "hardware": self.hardware.to_dict(),
             "models": models,
             "queueDepth": sum(m.get("queueDepth", 0) for m in models),
+            **(self.cameras.status() if self.cameras is not None else {"cameras": {}, "mqtt": None}),
         }
