@@ -72,7 +72,9 @@ def discovery_configs(
         {
             "name": "Inference time",
             "state_topic": stats,
-            "value_template": "{{ value_json.inference_ms if value_json.inference_ms is not none else '' }}",
+            # A JSON null renders as "None", which Home Assistant's MQTT sensor reads as "unknown"; an empty
+            # string would be an invalid number for a measurement sensor.
+            "value_template": "{{ value_json.inference_ms }}",
             "unit_of_measurement": "ms",
             "state_class": "measurement",
             "entity_category": "diagnostic",
