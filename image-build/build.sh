@@ -71,6 +71,8 @@ step() {
 
 if [ -z "$work" ]; then work=$(mktemp -d "${TMPDIR:-/tmp}/perch-image.XXXXXX"); else mkdir -p "$work"; fi
 work=$(cd "$work" && pwd)
+# mktemp makes it 0700, which keeps apt's unprivileged _apt user from downloading into the rootfs beneath it.
+chmod 0755 "$work"
 root=$work/rootfs
 
 # --- mounts inside the rootfs, always undone (also on failure) before anything is deleted --------------------
@@ -180,6 +182,8 @@ step "install.sh"
 "$here/install.sh" --root "$root" --wheelhouse "$wheelhouse" --models "$models"
 systemctl --root="$root" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
   perch-firstboot.service perch-growroot.service perch-sshkeys.service
+# The D-Bus-driven wpa_supplicant is for NetworkManager; here wpa_supplicant@wlan0 (first boot) owns the radio.
+systemctl --root="$root" disable wpa_supplicant.service
 
 step "image hygiene"
 # Per-machine identity must be created on each card, not shared by all of them: machine-id ("uninitialized"

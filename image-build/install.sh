@@ -82,7 +82,7 @@ if [ -n "$wheelhouse" ]; then
   trap 'rm -rf "$stage"' EXIT
   cp "$wheelhouse"/*.whl "$stage/"
   # --no-compile: byte-compiling under qemu is slow; done natively below when the versions allow it.
-  in_root "$venv/bin/pip" install --no-index --find-links "/tmp/${stage##*/}" --no-compile --quiet "$spec"
+  in_root "$venv/bin/pip" install --no-index --find-links "/tmp/${stage##*/}" --no-compile --quiet --upgrade "$spec"
   rm -rf "$stage"
   trap - EXIT
 else
