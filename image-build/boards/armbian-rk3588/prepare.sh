@@ -14,7 +14,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
-armbian= models= librknnrt= pyver=3.11 glibc=2.36
+armbian=''
+models=''
+librknnrt=''
+pyver=3.11
+glibc=2.36
 die() { echo "prepare.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case $1 in
