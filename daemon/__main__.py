@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                     " (or set PERCHD_MODEL_DIR to a folder that has them)", settings.model_dir, ", ".join(missing))
     from .app import run_daemon
 
-    asyncio.run(run_daemon(settings))
+    run_loop(run_daemon(settings))
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (less event-loop overhead per request on a small board), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _missing_default_files(settings: Settings) -> list[str]:

@@ -90,3 +90,17 @@ async def test_camera_lane_is_not_starved() -> None:
         assert "cam" in order[:5], order
     finally:
         pool.close()
+
+
+async def test_one_warm_worker_serves_sequential_requests() -> None:
+    """At low load the most recently idle worker takes the next job instead of the workers taking turns."""
+    sessions = [GateSession(), GateSession(), GateSession()]
+    for s in sessions:
+        s.gate.set()
+    pool = WorkerPool("t", sessions, max_depth=4, timeout_s=5)
+    try:
+        used = [await pool.submit(lambda s: id(s)) for _ in range(10)]
+        await asyncio.sleep(0)
+        assert len(set(used[1:])) == 1, used
+    finally:
+        pool.close()
