@@ -150,14 +150,16 @@ class WorkerPool:
             with self._cv:
                 job = self._next_job()
                 while job is None and not self._closed:
-                    self._idle.append(index)
+                    # A timed-out wait keeps its place on the stack, so the heartbeat does not reorder workers.
+                    if index not in self._idle:
+                        self._idle.append(index)
                     self._wake[index].wait(timeout=1.0)
-                    if index in self._idle:
-                        self._idle.remove(index)
                     job = self._next_job()
                     if self._on_job_done is not None and job is None:
                         # Idle heartbeat: an idle pool is a healthy pool.
                         self._on_job_done()
+                if index in self._idle:
+                    self._idle.remove(index)
                 if job is None:
                     return
             if job.future.cancelled():
