@@ -137,8 +137,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(f"model dir: {settings.model_dir}")
+        widths = {k: max(len(str(r[k])) for r in rows) for k in ("model", "task", "accelerator", "state")}
         for r in rows:
-            print(f"{r['model']:<18} {r['task']:<10} {r['accelerator']:<9} {r['state']:<8} {r['file']}")
+            print("  ".join(f"{r[k]:<{w}}" for k, w in widths.items()) + f"  {r['file']}")
     return 1 if args.action == "verify" and any(r["state"] == "CORRUPT" for r in rows) else 0
 
 
