@@ -12,10 +12,23 @@ from ..registry import LoadedModel
 from ..vision.classify import get_scene_task
 from ..vision.detect import DetectResult
 from ..vision.ocr import get_plate_reader
-from .common import CORE, ApiError, envelope, json_response, parse_fraction, read_form
+from .common import (
+    CORE,
+    ApiError,
+    Module,
+    envelope,
+    json_response,
+    parse_fraction,
+    read_form,
+    task_fields,
+    task_response,
+)
 
 MODULE_ID = "ObjectDetectionPerch"
 MODULE_NAME = "Perch Object Detection"
+DETECTION = Module(MODULE_ID, MODULE_NAME)
+SCENE = Module("SceneClassifier", "Perch Scene Classifier")
+ALPR = Module("ALPR", "Perch License Plate Reader")
 
 
 def prediction(det: Any) -> dict[str, Any]:
@@ -43,14 +56,8 @@ def detection_payload(model: LoadedModel, result: DetectResult) -> dict[str, Any
         "message": summary([p["label"] for p in preds]),
         "count": len(preds),
         "predictions": preds,
-        "inferenceMs": round(result.inference_ms),
-        "processMs": round(result.process_ms),
-        "moduleId": MODULE_ID,
-        "moduleName": MODULE_NAME,
-        "command": "detect",
-        "inferenceDevice": model.inference_device,
-        "executionProvider": model.kind.upper() if model.kind != "cpu" else "CPU",
-        "canUseGPU": model.kind != "cpu",
+        **task_fields(DETECTION, "detect", model.inference_device, inference_ms=result.inference_ms,
+                      process_ms=result.process_ms, provider=model.kind.upper(), gpu=model.kind != "cpu"),
     }
 
 
@@ -75,9 +82,8 @@ async def custom_list(request: web.Request) -> web.Response:
     # Re-read the custom-model directory: a model dropped in (or imported) is listed without a restart.
     problems = await core.rescan_custom_models()
     models = detection_models(core.manifest)
-    return json_response(envelope(request, started, message=f"{len(models)} models", models=models,
-                                  count=len(models), problems=problems, moduleId=MODULE_ID,
-                                  moduleName=MODULE_NAME, command="list"))
+    return task_response(request, started, DETECTION, "list", message=f"{len(models)} models", models=models,
+                         count=len(models), problems=problems)
 
 
 async def custom_detection(request: web.Request) -> web.Response:
@@ -102,12 +108,9 @@ async def scene(request: web.Request) -> web.Response:
     image = form.require_file("image")
     task = await get_scene_task(core.registry, core.settings.limits.max_pixels)
     result = await task.classify(image)
-    return json_response(envelope(
-        request, started, message=f"Scene: {result.label}", label=result.label,
-        confidence=round(result.confidence, 4), inferenceMs=round(result.inference_ms),
-        processMs=round(result.process_ms), moduleId="SceneClassifier", moduleName="Perch Scene Classifier",
-        command="detect", inferenceDevice=task.loaded.inference_device,
-        executionProvider=task.loaded.inference_device, canUseGPU=False))
+    return task_response(request, started, SCENE, "detect", task.loaded.inference_device,
+                         inference_ms=result.inference_ms, process_ms=result.process_ms,
+                         message=f"Scene: {result.label}", label=result.label, confidence=round(result.confidence, 4))
 
 
 async def alpr(request: web.Request) -> web.Response:
@@ -121,12 +124,10 @@ async def alpr(request: web.Request) -> web.Response:
     preds = [{"label": f"Plate: {p.plate}", "plate": p.plate, "confidence": round(p.confidence, 4),
               "x_min": p.x_min, "y_min": p.y_min, "x_max": p.x_max, "y_max": p.y_max}
              for p in result.plates if p.confidence >= min_conf]
-    return json_response(envelope(
-        request, started, message=summary([p["label"] for p in preds]) if preds else "No plates found",
-        count=len(preds), predictions=preds, inferenceMs=round(result.inference_ms),
-        processMs=round(result.process_ms), moduleId="ALPR", moduleName="Perch License Plate Reader",
-        command="alpr", inferenceDevice=reader.loaded.inference_device,
-        executionProvider=reader.loaded.inference_device, canUseGPU=False))
+    return task_response(request, started, ALPR, "alpr", reader.loaded.inference_device,
+                         inference_ms=result.inference_ms, process_ms=result.process_ms,
+                         message=summary([p["label"] for p in preds]) if preds else "No plates found",
+                         count=len(preds), predictions=preds)
 
 
 def add_routes(app: web.Application) -> None:

@@ -123,17 +123,32 @@ async def _parse_form(request: web.Request) -> Form:
     return form
 
 
-def parse_fraction(raw: str | None, default: float, name: str = "min_confidence") -> float:
-    """A number in 0..1; NaN, text and out-of-range values are refused rather than silently clamped."""
+def parse_number(raw: str | None, default: float, name: str, low: float = 0.0, high: float = 1.0) -> float:
+    """A number in low..high; NaN, text and out-of-range values are refused rather than silently clamped."""
     if raw is None:
         return default
     try:
         value = float(raw)
     except (TypeError, ValueError) as exc:
-        raise ApiError(f"{name} must be a number between 0 and 1, got {raw!r}") from exc
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ApiError(f"{name} must be a number between 0 and 1, got {raw!r}")
+        raise ApiError(f"{name} must be a number between {low:g} and {high:g}, got {raw!r}") from exc
+    if math.isnan(value) or not low <= value <= high:
+        raise ApiError(f"{name} must be a number between {low:g} and {high:g}, got {raw!r}")
     return value
+
+
+def parse_fraction(raw: str | None, default: float, name: str = "min_confidence") -> float:
+    return parse_number(raw, default, name)
+
+
+def parse_bool(raw: str | None, name: str, default: bool = False) -> bool:
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(f"{name} must be true or false, got {raw!r}")
 
 
 def json_response(payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -158,6 +173,37 @@ def envelope(request: web.Request, started: float, **payload: Any) -> dict[str, 
     })
     out.setdefault("code", 200)
     return out
+
+
+@dataclass(frozen=True)
+class Module:
+    """A CodeProject.AI module as its clients see it."""
+
+    id: str
+    name: str
+
+
+def task_fields(module: Module, command: str, device: str | None = None, *, inference_ms: float | None = None,
+                process_ms: float | None = None, provider: str | None = None, gpu: bool = False) -> dict[str, Any]:
+    """Timing, module and device of a task result, in the order CodeProject.AI clients have always seen them.
+    Timings left out are filled in by `envelope` (request time, no inference)."""
+    out: dict[str, Any] = {}
+    if inference_ms is not None:
+        out["inferenceMs"] = round(inference_ms)
+    if process_ms is not None:
+        out["processMs"] = round(process_ms)
+    out.update(moduleId=module.id, moduleName=module.name, command=command)
+    if device is not None:
+        out.update(inferenceDevice=device, executionProvider=provider or device, canUseGPU=gpu)
+    return out
+
+
+def task_response(request: web.Request, started: float, module: Module, command: str, device: str | None = None,
+                  /, *, inference_ms: float | None = None, process_ms: float | None = None,
+                  provider: str | None = None, gpu: bool = False, **payload: Any) -> web.Response:
+    """A task result in the CodeProject.AI envelope: the route's own fields first, then `task_fields`."""
+    return json_response(envelope(request, started, **payload, **task_fields(
+        module, command, device, inference_ms=inference_ms, process_ms=process_ms, provider=provider, gpu=gpu)))
 
 
 def error_response(request: web.Request, message: str, status: int = 400, **extra: Any) -> web.Response:

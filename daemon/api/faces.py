@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from aiohttp import web
 
 from ..core import Core
 from ..store import StoreError, check_userid
 from ..vision.faces import Face, FaceTask, NoFaceError, get_face_task
-from .common import CORE, ApiError, envelope, json_response, parse_fraction, read_form
+from .common import CORE, ApiError, Module, parse_fraction, read_form, task_response
 
 MODULE_ID = "FaceProcessing"
 MODULE_NAME = "Perch Face Processing"
+FACES = Module(MODULE_ID, MODULE_NAME)
 MAX_REGISTER_IMAGES = 64
 
 
@@ -26,18 +26,6 @@ def _box(face: Face) -> dict[str, int]:
     return {"x_min": face.x_min, "y_min": face.y_min, "x_max": face.x_max, "y_max": face.y_max}
 
 
-def _module(task: FaceTask, command: str, inference_ms: float) -> dict[str, Any]:
-    return {
-        "moduleId": MODULE_ID,
-        "moduleName": MODULE_NAME,
-        "command": command,
-        "inferenceMs": round(inference_ms),
-        "inferenceDevice": task.inference_device,
-        "executionProvider": task.inference_device,
-        "canUseGPU": False,
-    }
-
-
 async def detect(request: web.Request) -> web.Response:
     started = time.perf_counter()
     core = request.app[CORE]
@@ -47,10 +35,9 @@ async def detect(request: web.Request) -> web.Response:
     task = await face_task(core)
     result = await task.detect(image, min_conf)
     preds = [{"label": "face", "confidence": round(f.confidence, 4), **_box(f)} for f in result.faces]
-    return json_response(envelope(
-        request, started, message=f"Found {len(preds)} face{'s' if len(preds) != 1 else ''}" if preds
-        else "No faces found", count=len(preds), predictions=preds, processMs=round(result.process_ms),
-        **_module(task, "detect", result.inference_ms)))
+    message = f"Found {len(preds)} face{'s' if len(preds) != 1 else ''}" if preds else "No faces found"
+    return task_response(request, started, FACES, "detect", task.inference_device, inference_ms=result.inference_ms,
+                         process_ms=result.process_ms, message=message, count=len(preds), predictions=preds)
 
 
 async def register(request: web.Request) -> web.Response:
@@ -80,9 +67,9 @@ async def register(request: web.Request) -> web.Response:
     except StoreError as exc:
         raise ApiError(str(exc)) from exc
     message = f"face {outcome}"
-    return json_response(envelope(
-        request, started, message=message, Message=message, userid=userid, faces=len(descriptors),
-        **_module(task, "register", sum(r.inference_ms for r in results))))
+    return task_response(request, started, FACES, "register", task.inference_device,
+                         inference_ms=sum(r.inference_ms for r in results), message=message, Message=message,
+                         userid=userid, faces=len(descriptors))
 
 
 async def recognize(request: web.Request) -> web.Response:
@@ -103,9 +90,8 @@ async def recognize(request: web.Request) -> web.Response:
         message = "Found " + ", ".join(dict.fromkeys(known))
     else:
         message = f"Found {len(preds)} unknown face{'s' if len(preds) != 1 else ''}"
-    return json_response(envelope(
-        request, started, message=message, count=len(preds), predictions=preds, processMs=round(result.process_ms),
-        **_module(task, "recognize", result.inference_ms)))
+    return task_response(request, started, FACES, "recognize", task.inference_device, inference_ms=result.inference_ms,
+                         process_ms=result.process_ms, message=message, count=len(preds), predictions=preds)
 
 
 async def match(request: web.Request) -> web.Response:
@@ -118,15 +104,14 @@ async def match(request: web.Request) -> web.Response:
         similarity, inference_ms = await task.match(image1, image2)
     except NoFaceError as exc:
         raise ApiError(str(exc)) from exc
-    return json_response(envelope(request, started, message=f"Similarity {similarity:.2f}",
-                                  similarity=round(similarity, 4), **_module(task, "match", inference_ms)))
+    return task_response(request, started, FACES, "match", task.inference_device, inference_ms=inference_ms,
+                         message=f"Similarity {similarity:.2f}", similarity=round(similarity, 4))
 
 
 async def face_list(request: web.Request) -> web.Response:
     started = time.perf_counter()
     faces = await asyncio.to_thread(request.app[CORE].store.list_faces)
-    return json_response(envelope(request, started, faces=faces, count=len(faces), moduleId=MODULE_ID,
-                                  moduleName=MODULE_NAME, command="list"))
+    return task_response(request, started, FACES, "list", faces=faces, count=len(faces))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -139,8 +124,7 @@ async def delete(request: web.Request) -> web.Response:
         raise ApiError(str(exc)) from exc
     if not deleted:
         raise ApiError(f"userid {userid!r} is not registered")
-    return json_response(envelope(request, started, message=f"face {userid} deleted", moduleId=MODULE_ID,
-                                  moduleName=MODULE_NAME, command="delete"))
+    return task_response(request, started, FACES, "delete", message=f"face {userid} deleted")
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,10 +8,11 @@ from aiohttp import web
 
 from ..vision.sound import AudioError, get_sound_task
 from ..vision.text import TextError, get_text_task
-from .common import CORE, ApiError, envelope, json_response, parse_fraction, read_form
+from .common import CORE, ApiError, Module, envelope, json_response, parse_fraction, read_form, task_response
 
 DEFAULT_SENTENCES = 3
 MAX_SENTENCES = 1000
+SOUND = Module("SoundClassifier", "Perch Sound Classifier (YAMNet)")
 
 
 async def sentiment(request: web.Request) -> web.Response:
@@ -65,12 +66,10 @@ async def sound_classify(request: web.Request) -> web.Response:
         result = await task.classify(data, min_conf)
     except AudioError as exc:
         raise ApiError(str(exc)) from exc
-    return json_response(envelope(
-        request, started, message=f"{result.label} ({result.seconds:.1f} s of audio)", label=result.label,
-        confidence=round(result.confidence, 4), inferenceMs=round(result.inference_ms),
-        processMs=round(result.process_ms), moduleId="SoundClassifier", moduleName="Perch Sound Classifier (YAMNet)",
-        command="classify", inferenceDevice=task.loaded.inference_device,
-        executionProvider=task.loaded.inference_device, canUseGPU=False))
+    return task_response(request, started, SOUND, "classify", task.loaded.inference_device,
+                         inference_ms=result.inference_ms, process_ms=result.process_ms,
+                         message=f"{result.label} ({result.seconds:.1f} s of audio)", label=result.label,
+                         confidence=round(result.confidence, 4))
 
 
 def add_routes(app: web.Application) -> None:
