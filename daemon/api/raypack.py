@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from ..core import Core
 from ..vision.annotate import FACE_MODES, anonymise, encode_jpeg, parse_hex
 from ..vision.labels_de import translate
 from . import auth
-from .common import CORE, ApiError, Form, json_response, read_form
+from .common import CORE, ApiError, Form, json_response, parse_fraction, read_form
 from .dialects import decode, detect_bytes, failure, fetch, get_model
 
 NAME = "raypack"
@@ -76,15 +75,8 @@ def _refusal(request: web.Request, message: str, status: int) -> web.Response:
 
 
 def _threshold(raw: str | None, default: float) -> float:
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ApiError(f"threshold must be a number between 0 and 1, got {raw!r}") from exc
-    if math.isnan(value) or not 0 <= value <= 1:
-        raise ApiError(f"threshold must be a number between 0 and 1, got {raw!r}")
-    return value
+    # A blank threshold (the seed's forms send "threshold= ") means the default.
+    return parse_fraction(raw if raw and raw.strip() else None, default, "threshold")
 
 
 def _choose_model(form: Form) -> RayModel:

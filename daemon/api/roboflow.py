@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
 import time
 import uuid
 from typing import Any
@@ -27,7 +26,7 @@ from ..vision.annotate import color_for, draw_boxes, encode_jpeg
 from ..vision.detect import DetectResult
 from ..vision.types import Detection
 from . import auth
-from .common import CORE, ApiError, json_response, read_form
+from .common import CORE, ApiError, json_response, parse_number, read_form
 from .dialects import class_numbers, decode, detect_bytes, detect_frame, failure, fetch, get_model
 
 NAME = "roboflow"
@@ -44,14 +43,7 @@ def _refusal(request: web.Request, message: str, status: int) -> web.Response:
 
 def _percent(raw: str | None, name: str, default: float) -> float:
     """0..100 as in the hosted API docs; a value up to 1 is already a fraction (inference-sdk sends those)."""
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ApiError(f"{name} must be a number between 0 and 100, got {raw!r}") from exc
-    if math.isnan(value) or not 0 <= value <= 100:
-        raise ApiError(f"{name} must be a number between 0 and 100, got {raw!r}")
+    value = parse_number(raw or None, default, name, 0, 100)
     return value if value <= 1 else value / 100
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..vision.types import Detection
 from . import auth
-from .common import CORE, ApiError, json_response, read_form
+from .common import CORE, ApiError, json_response, parse_bool, read_form
 from .dialects import class_numbers, detect_bytes, failure, fetch, get_model
 
 NAME = "ultralytics"
@@ -43,17 +43,6 @@ def _number(raw: str | None, name: str, default: float, low: float, high: float,
     return value
 
 
-def _flag(raw: str | None, name: str) -> bool:
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(f"'{name}' must be true or false, got {raw!r}")
-
-
 def shape(dets: list[Detection], classes: dict[str, int], width: int, height: int,
           normalize: bool) -> list[dict[str, Any]]:
     out = []
@@ -75,7 +64,7 @@ async def predict(request: web.Request) -> web.Response:
         _number(form.get("size"), "size", 640, 32, 1280, integer=True)
         confidence = _number(form.get("confidence"), "confidence", 0.25, 0.01, 1.0)
         iou = _number(form.get("iou"), "iou", 0.45, 0.0, 0.95)
-        normalize = _flag(form.get("normalize"), "normalize")
+        normalize = parse_bool(form.get("normalize"), "'normalize'")
         data = form.file("image")
         if data is None and form.get("url"):
             data = await fetch(core, form.get("url") or "")
