@@ -94,12 +94,21 @@ _REGISTRY: dict[str, str] = {
     "edgetpu": "perch.accelerators.edgetpu:EdgeTPUBackend",
     "tensorrt": "perch.accelerators.tensorrt:TensorRTBackend",
     "hailo": "perch.accelerators.hailo:HailoBackend",
+    # Runtimes a manifest variant names with `runtime:` (models that only one library can run, all on the CPU).
+    "opencv-yunet": "perch.accelerators.cpu_opencv:YuNetBackend",
+    "opencv-superres": "perch.accelerators.cpu_opencv:SuperResBackend",
+    "dlib": "perch.accelerators.cpu_dlib:DlibBackend",
 }
 
 
 def register_backend(name: str, target: str) -> None:
     """Register (or replace) a backend as "module:attribute"; used by plugins and by tests at the vendor seam."""
     _REGISTRY[name] = target
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every registered backend name: what a manifest variant's `runtime:` may say."""
+    return tuple(_REGISTRY)
 
 
 def get_backend(name: str) -> Backend:
@@ -116,8 +125,11 @@ def get_backend(name: str) -> Backend:
     return factory()
 
 
-def backend_for_file(kind: str, path: Path) -> str:
-    """Which registered backend runs `path` for accelerator `kind` (CPU splits by file format)."""
+def backend_for_file(kind: str, path: Path, runtime: str | None = None) -> str:
+    """Which registered backend runs `path` for accelerator `kind`: the variant's `runtime` when it names one,
+    else by kind, the CPU splitting by file format."""
+    if runtime:
+        return runtime
     if kind == "cpu":
         return "cpu_onnx" if path.suffix == ".onnx" else "cpu_tflite"
     return kind

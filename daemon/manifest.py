@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..accelerators.base import KINDS
+from ..accelerators.base import KINDS, backend_names
 
 
 class _Strict(BaseModel):
@@ -54,11 +54,16 @@ class Variant(FileRef):
     soc: list[str] | None = None  # SoCs the compiled file is built for (rknn)
     cpu_twin: str | None = None  # an Edge TPU file's CPU equivalent, for fallback
     build: str | None = None  # how to make it when there is no download
+    # The backend that runs the file (accelerators/base.py registry name, e.g. opencv-yunet, opencv-superres, dlib),
+    # for files only one library can run; None = chosen by accelerator and file suffix (backend_for_file).
+    runtime: str | None = None
 
     @model_validator(mode="after")
     def _known_kind(self) -> Variant:
         if self.accelerator not in KINDS:
             raise ValueError(f"unknown accelerator {self.accelerator!r}; expected one of {', '.join(KINDS)}")
+        if self.runtime is not None and self.runtime not in backend_names():
+            raise ValueError(f"unknown runtime {self.runtime!r}; expected one of {', '.join(backend_names())}")
         return self
 
 

@@ -202,7 +202,7 @@ class ModelRegistry:
 
     def _open(self, model_id: str, entry: ModelEntry, variant: Variant, path: Path, kind: str,
               labels: list[str]) -> LoadedModel:
-        backend = get_backend(backend_for_file(kind, path))
+        backend = get_backend(backend_for_file(kind, path, variant.runtime))
         sessions: list[Session] = []
         try:
             for device in self._devices(kind):
@@ -258,7 +258,8 @@ class ModelRegistry:
         return self.settings.cpu.workers or max(1, self.hardware.board.cores)
 
     def model_file(self, model_id: str) -> Path:
-        """The verified CPU file of a model that runs outside a Session (dlib, OpenCV dnn, a lexicon)."""
+        """The verified CPU file of a model that is data rather than a Session of its own (a lexicon, dlib's landmark
+        model that the dlib runtime takes in OpenOptions.extra, an ONNX file whose metadata a task reads)."""
         entry = self.manifest.models.get(model_id)
         if entry is None:
             raise ModelUnavailable(f"unknown model {model_id!r}")
@@ -276,11 +277,12 @@ class ModelRegistry:
         except ModelFileError as exc:
             raise ModelUnavailable(str(exc)) from exc
 
-    def open_sessions(self, model_id: str, count: int,
-                      warm: Callable[[Session], object] | None = None) -> OpenedSessions:
+    def open_sessions(self, model_id: str, count: int, warm: Callable[[Session], object] | None = None,
+                      extra: dict[str, str] | None = None) -> OpenedSessions:
         """`count` Sessions of one model on the best accelerator that has a variant, falling back like detection.
 
         `warm` runs once per session inside the attempt, so a delegate that loads but cannot run falls back too.
+        `extra` goes to the backend as OpenOptions.extra (e.g. the dlib runtime's landmark model path).
         """
         entry = self.manifest.models.get(model_id)
         if entry is None:
@@ -297,10 +299,11 @@ class ModelRegistry:
                 sessions: list[Session] = []
                 try:
                     path = resolve(self.settings.model_dir, variant, verify=self.settings.verify_models)
-                    backend = get_backend(backend_for_file(kind, path))
+                    backend = get_backend(backend_for_file(kind, path, variant.runtime))
                     for i in range(count):
                         options = OpenOptions(threads=self.settings.cpu.threads, device=devices[i % len(devices)],
-                                              cache_dir=self.settings.cache_dir, sha256=variant.sha256)
+                                              cache_dir=self.settings.cache_dir, sha256=variant.sha256,
+                                              extra=dict(extra or {}))
                         sessions.append(backend.open(path, options))
                         if warm is not None:
                             warm(sessions[-1])
@@ -314,7 +317,7 @@ class ModelRegistry:
         raise ModelUnavailable("; ".join(reasons) or f"model {model_id} has no variant this machine can run")
 
     def task_pool(self, key: str, workers: list[TaskWorker]) -> WorkerPool:
-        # A worker object stands where a Session would: the pool only hands it to the job and closes it.
+        # A Session, or a worker holding several (faces, OCR): the pool only hands it to the job and closes it.
         return WorkerPool(key, cast(list[Session], workers), self.settings.queue.max_depth,
                           self.settings.queue.timeout_s, on_job_done=self._on_job_done)
 
@@ -366,7 +369,8 @@ class ModelRegistry:
 
 
 class TaskWorker(Protocol):
-    """What one worker thread of a task pool holds (its Sessions and per-thread helpers); not thread-safe."""
+    """What one worker thread of a task pool holds: a Session, or an object holding one Session per model of a
+    multi-model task (faces, OCR) or per-thread helpers (text); not thread-safe."""
 
     device: str
 

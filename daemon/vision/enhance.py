@@ -1,7 +1,7 @@
 """Image enhancement: super-resolution (ESPCN x2 through OpenCV's dnn_superres) and cartoonisation (white-box GAN).
 
-Super-resolution runs in OpenCV's dnn module, one DnnSuperResImpl per worker thread (not thread-safe); the cartoon
-GAN is a TFLite model behind a Session like every other network.
+Both are Sessions, one per worker thread: super-resolution through the `opencv-superres` runtime
+(accelerators/cpu_opencv.py; algorithm and scale come from the file name), the cartoon GAN a TFLite model.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from .segment import ImageOutput
 
 SUPERRES_TASK = "superresolution"
 SUPERRES_MODEL = "espcn_x2"
-SUPERRES_ALGORITHM, SUPERRES_SCALE = "espcn", 2
 # ESPCN costs ~1 s per input megapixel on two ARM-class cores and the answer is a PNG of 4x the pixels: a 1280×720
 # frame is about the most that comes back within the queue timeout.
 SUPERRES_MAX_PIXELS = 1_000_000
@@ -39,25 +38,13 @@ SUPERRES_IDLE_S = 300.0
 JPEG_QUALITY = 90
 
 
-class SuperResWorker:
-    device = "cpu"
-
-    def __init__(self, path: str) -> None:
-        self.impl = cv2.dnn_superres.DnnSuperResImpl_create()
-        self.impl.readModel(path)
-        self.impl.setModel(SUPERRES_ALGORITHM, SUPERRES_SCALE)
-
-    def close(self) -> None:
-        self.impl = None
-
-
 class SuperResTask:
-    def __init__(self, loaded: LoadedTask, max_pixels: int) -> None:
+    def __init__(self, loaded: LoadedTask, max_pixels: int, scale: int) -> None:
         self.loaded = loaded
         self.max_pixels = max_pixels
-        self.scale = SUPERRES_SCALE
+        self.scale = scale
 
-    def _run(self, worker: SuperResWorker, image: bytes | np.ndarray) -> ImageOutput:
+    def _run(self, session: Session, image: bytes | np.ndarray) -> ImageOutput:
         t0 = time.perf_counter()
         bgr = decode_image(image, self.max_pixels) if isinstance(image, bytes) else image
         h, w = bgr.shape[:2]
@@ -65,7 +52,7 @@ class SuperResTask:
             raise ImageError(f"the image is {w}×{h}; super-resolution takes at most"
                              f" {SUPERRES_MAX_PIXELS / 1e6:.1f} megapixels")
         t1 = time.perf_counter()
-        out = worker.impl.upsample(bgr)
+        out = session.run([bgr])[0]
         t2 = time.perf_counter()
         self.loaded.record((t2 - t1) * 1000)
         ok, png = cv2.imencode(".png", out)
@@ -79,16 +66,16 @@ class SuperResTask:
 
 
 def _build_superres(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
-    path = registry.model_file(SUPERRES_MODEL)
-    try:
-        workers = [SuperResWorker(str(path)) for _ in range(registry.task_workers())]
-        for w in workers:
-            w.impl.upsample(np.zeros((16, 16, 3), np.uint8))
-    except (cv2.error, AttributeError) as exc:
-        # AttributeError: an OpenCV build without the contrib modules (cv2.dnn_superres).
-        raise ModelUnavailable(f"super-resolution needs opencv-contrib-python-headless<5: {exc}") from exc
-    loaded = LoadedTask(SUPERRES_TASK, registry.task_pool(SUPERRES_TASK, list(workers)), "cpu", [path.name])
-    loaded.engine = SuperResTask(loaded, max_pixels)
+    scales: list[int] = []
+
+    def warm(session: Session) -> None:
+        # The first run also says the model's scale (ESPCN_x2 doubles a 16 px square to 32 px).
+        scales.append(session.run([np.zeros((16, 16, 3), np.uint8)])[0].shape[0] // 16)
+
+    opened = registry.open_sessions(SUPERRES_MODEL, registry.task_workers(), warm)
+    loaded = LoadedTask(SUPERRES_TASK, registry.task_pool(SUPERRES_TASK, list(opened.sessions)), opened.kind,
+                        [opened.path.name], opened.fallback_reasons)
+    loaded.engine = SuperResTask(loaded, max_pixels, scales[-1])
     return loaded
 
 

@@ -8,8 +8,9 @@ API for every dialect (CodeProject/DeepStack faces, RAYPACK celebrity and face m
     result = await task.recognize(image, core.store.gallery(), min_confidence)   # `.matches`
     similarity = await task.match(image1, image2)              # 0..1, same person > 0.5
 
-`image` is the uploaded bytes or a BGR frame. All of it runs on the task's worker threads, one OpenCV detector and
-one dlib model pair per thread (neither is thread-safe); the event loop only awaits.
+`image` is the uploaded bytes or a BGR frame. All of it runs on the task's worker threads, each holding its own two
+Sessions (neither runtime is thread-safe): YuNet through the `opencv-yunet` runtime and dlib's landmark + descriptor
+pair through the `dlib` runtime (accelerators/cpu_opencv.py, cpu_dlib.py). The event loop only awaits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ...accelerators.base import Session
+from ...accelerators.cpu_dlib import LANDMARKS
 from ..registry import LoadedTask, ModelRegistry, ModelUnavailable
 from ..store import FaceGallery
 from .image import decode_image
@@ -89,21 +92,16 @@ def best_match(gallery: FaceGallery, descriptor: np.ndarray) -> tuple[str | None
 
 
 class FaceWorker:
-    """One worker thread's models: OpenCV's YuNet detector and dlib's landmark + descriptor networks."""
+    """One worker thread's Sessions: the YuNet detector and the dlib descriptor (landmarks + ResNet)."""
 
-    device = "cpu"
-
-    def __init__(self, detector: str, landmarks: str, descriptor: str) -> None:
-        import dlib  # imported here: only the face task needs it, and it takes a moment
-
-        self.detector = cv2.FaceDetectorYN.create(detector, "", (320, 320), FIND_THRESHOLD, NMS_THRESHOLD, 5000)
-        self.shape = dlib.shape_predictor(landmarks)
-        self.net = dlib.face_recognition_model_v1(descriptor)
-        self._rect = dlib.rectangle
-        self._size = (0, 0)
+    def __init__(self, detector: Session, descriptor: Session) -> None:
+        self.detector = detector
+        self.descriptor = descriptor
+        self.device = detector.device
 
     def close(self) -> None:
-        self.detector = self.shape = self.net = None  # type: ignore[assignment]
+        self.detector.close()
+        self.descriptor.close()
 
     def detect(self, bgr: np.ndarray, threshold: float) -> list[Face]:
         h, w = bgr.shape[:2]
@@ -111,14 +109,9 @@ class FaceWorker:
         small = bgr
         if scale < 1.0:
             small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        size = (small.shape[1], small.shape[0])
-        if size != self._size:
-            self.detector.setInputSize(size)
-            self._size = size
-        self.detector.setScoreThreshold(float(threshold))
-        _, rows = self.detector.detect(small)
+        rows = self.detector.run([small, np.array(threshold, np.float32)])[0]
         faces: list[Face] = []
-        for row in rows if rows is not None else []:
+        for row in rows:
             x, y, fw, fh = (float(v) / scale for v in row[:4])
             points = tuple((round(float(row[4 + 2 * i]) / scale), round(float(row[5 + 2 * i]) / scale))
                            for i in range(5))
@@ -128,9 +121,10 @@ class FaceWorker:
         faces.sort(key=lambda f: f.confidence, reverse=True)
         return faces
 
-    def describe(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        shape = self.shape(rgb, self._rect(face.x_min, face.y_min, face.x_max, face.y_max))
-        return np.asarray(self.net.compute_face_descriptor(rgb, shape), dtype=np.float32)
+    def describe(self, rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """One 128-d descriptor per face, in the order given."""
+        boxes = np.array([(f.x_min, f.y_min, f.x_max, f.y_max) for f in faces], np.int32).reshape(-1, 4)
+        return list(self.descriptor.run([rgb, boxes])[0])
 
 
 class FaceTask:
@@ -158,8 +152,8 @@ class FaceTask:
         if describe and faces:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             chosen = [max(faces, key=lambda f: f.area)] if describe == "largest" else faces
-            faces = [Face(f.confidence, f.x_min, f.y_min, f.x_max, f.y_max, f.landmarks, worker.describe(rgb, f))
-                     for f in chosen]
+            faces = [Face(f.confidence, f.x_min, f.y_min, f.x_max, f.y_max, f.landmarks, d)
+                     for f, d in zip(chosen, worker.describe(rgb, chosen), strict=True)]
         t2 = time.perf_counter()
         self.loaded.record((t2 - t1) * 1000)
         return FaceResult(faces, bgr.shape[1], bgr.shape[0], (t2 - t1) * 1000, (t2 - t0) * 1000)
@@ -203,17 +197,29 @@ class NoFaceError(ValueError):
 
 
 def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
-    files = [registry.model_file(m) for m in (DETECTOR_MODEL, LANDMARK_MODEL, DESCRIPTOR_MODEL)]
-    try:
-        workers = [FaceWorker(*(str(f) for f in files)) for _ in range(registry.task_workers())]
-    except (ImportError, cv2.error, RuntimeError) as exc:
-        raise ModelUnavailable(f"face models cannot be loaded: {exc}") from exc
-    # Warm each worker so the first request does not pay for OpenCV's and dlib's lazy initialisation.
+    count = registry.task_workers()
+    landmarks = registry.model_file(LANDMARK_MODEL)
+    # Warm each Session inside its opening so the first request does not pay for OpenCV's and dlib's lazy
+    # initialisation, and a runtime that loads but cannot run counts as unavailable.
     blank = np.full((160, 160, 3), 128, np.uint8)
-    for w in workers:
-        w.detect(blank, FIND_THRESHOLD)
-        w.describe(blank, Face(0.0, 40, 40, 120, 120, ()))
-    loaded = LoadedTask(TASK, registry.task_pool(TASK, list(workers)), "cpu", [f.name for f in files])
+    try:
+        detectors = registry.open_sessions(
+            DETECTOR_MODEL, count, lambda s: s.run([blank, np.array(FIND_THRESHOLD, np.float32)]),
+            extra={"score_threshold": str(FIND_THRESHOLD), "nms_threshold": str(NMS_THRESHOLD)})
+        try:
+            descriptors = registry.open_sessions(
+                DESCRIPTOR_MODEL, count, lambda s: s.run([blank, np.array([[40, 40, 120, 120]], np.int32)]),
+                extra={LANDMARKS: str(landmarks)})
+        except ModelUnavailable:
+            for s in detectors.sessions:
+                s.close()
+            raise
+    except ModelUnavailable as exc:
+        raise ModelUnavailable(f"face models cannot be loaded: {exc}") from exc
+    workers = [FaceWorker(d, e) for d, e in zip(detectors.sessions, descriptors.sessions, strict=True)]
+    loaded = LoadedTask(TASK, registry.task_pool(TASK, list(workers)), detectors.kind,
+                        [detectors.path.name, landmarks.name, descriptors.path.name],
+                        detectors.fallback_reasons + descriptors.fallback_reasons)
     loaded.engine = FaceTask(loaded, max_pixels)
     return loaded
 
