@@ -99,6 +99,11 @@ async def test_one_warm_worker_serves_sequential_requests() -> None:
         s.gate.set()
     pool = WorkerPool("t", sessions, max_depth=4, timeout_s=5)
     try:
+        # Let every thread start and park first: a worker that starts late would rightly take over the stack top.
+        for _ in range(200):
+            if len(pool._idle) == len(sessions):
+                break
+            await asyncio.sleep(0.01)
         used = [await pool.submit(lambda s: id(s)) for _ in range(10)]
         await asyncio.sleep(0)
         assert len(set(used[1:])) == 1, used
