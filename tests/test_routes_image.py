@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
-from typing import Any
+from functools import partial
 
 import cv2
 import numpy as np
 import pytest
-import pytest_asyncio
-from aiohttp import FormData
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from perch.daemon.api.common import CODEPROJECT
-from perch.daemon.app import create_app
-from perch.daemon.config import Settings
 from perch.daemon.core import Core
 from perch.daemon.vision import enhance
 
-from conftest import MODELS, image_bytes
+import conftest
+from conftest import image_bytes, module_client, post_json
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-
-def form(image: bytes | None = None, **fields: Any) -> FormData:
-    fd = FormData()
-    if image is not None:
-        fd.add_field("image", image, filename="photo.png", content_type="application/octet-stream")
-    for key, value in fields.items():
-        fd.add_field(key, str(value))
-    return fd
+cp = module_client(CODEPROJECT)
+form = partial(conftest.form, filename="photo.png", content_type="application/octet-stream")
 
 
 def png(bgr: np.ndarray) -> bytes:
@@ -46,32 +36,10 @@ def decode(b64: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     return img
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def icore(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Core]:
-    tmp = tmp_path_factory.mktemp("image")
-    core = Core(Settings(model_dir=MODELS, state_dir=tmp / "state", cache_dir=tmp / "cache", legacy_port=0,
-                         cpu={"workers": 2, "threads": 1}))
-    await core.start()
-    yield core
-    await core.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cp(icore: Core) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(icore, CODEPROJECT))) as client:
-        yield client
-
-
-async def post(client: TestClient, path: str, data: FormData) -> dict[str, Any]:
-    resp = await client.post(path, data=data)
-    assert resp.status == 200 and resp.headers.get("Content-Length")
-    return dict(await resp.json())
-
-
 @pytest.mark.parametrize("matting", ["false", "true"])
 async def test_remove_background_gives_png_with_alpha(cp: TestClient, matting: str) -> None:
-    body = await post(cp, "/v1/image/removebackground", form(image_bytes("grace_hopper.bmp"),
-                                                            use_alphamatting=matting))
+    body = await post_json(cp, "/v1/image/removebackground", form(image_bytes("grace_hopper.bmp"),
+                                                                 use_alphamatting=matting))
     assert body["success"], body
     img = decode(body["imageBase64"])
     assert img.shape == (600, 512, 4)
@@ -84,16 +52,16 @@ async def test_remove_background_gives_png_with_alpha(cp: TestClient, matting: s
 
 
 async def test_remove_background_bad_flag(cp: TestClient) -> None:
-    body = await post(cp, "/v1/image/removebackground", form(image_bytes("face.jpg"), use_alphamatting="maybe"))
+    body = await post_json(cp, "/v1/image/removebackground", form(image_bytes("face.jpg"), use_alphamatting="maybe"))
     assert body["success"] is False and "use_alphamatting" in body["error"]
 
 
 async def test_portrait_filter_blurs_only_the_background(cp: TestClient) -> None:
     original = cv2.imdecode(np.frombuffer(image_bytes("grace_hopper.bmp"), np.uint8), cv2.IMREAD_COLOR)
-    strong = decode((await post(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
-                                                                     strength=1)))["filtered_image"])
-    none = decode((await post(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
-                                                                   strength=0)))["filtered_image"])
+    strong = decode((await post_json(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
+                                                                          strength=1)))["filtered_image"])
+    none = decode((await post_json(cp, "/v1/image/portraitfilter", form(image_bytes("grace_hopper.bmp"),
+                                                                        strength=0)))["filtered_image"])
     assert strong.shape == original.shape == none.shape
 
     def change(img: np.ndarray, ys: slice, xs: slice) -> float:
@@ -103,14 +71,14 @@ async def test_portrait_filter_blurs_only_the_background(cp: TestClient) -> None
     # Strength 0 only re-encodes; strength 1 blurs the backdrop far more than the person.
     assert change(none, *corner) < 3 and change(none, *person) < 3
     assert change(strong, *corner) > 2 * change(strong, *person)
-    body = await post(cp, "/v1/image/portraitfilter", form(image_bytes("face.jpg"), strength=1.5))
+    body = await post_json(cp, "/v1/image/portraitfilter", form(image_bytes("face.jpg"), strength=1.5))
     assert body["success"] is False and "strength" in body["error"]
 
 
 async def test_super_resolution_beats_bicubic(cp: TestClient) -> None:
     original = cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), cv2.IMREAD_COLOR)[:354, :512]
     small = cv2.resize(original, (256, 177), interpolation=cv2.INTER_AREA)
-    body = await post(cp, "/v1/image/superresolution", form(png(small)))
+    body = await post_json(cp, "/v1/image/superresolution", form(png(small)))
     assert body["success"], body
     up = decode(body["imageBase64"], cv2.IMREAD_COLOR)
     assert up.shape == original.shape
@@ -121,13 +89,13 @@ async def test_super_resolution_beats_bicubic(cp: TestClient) -> None:
 
 async def test_super_resolution_refuses_huge_input(cp: TestClient) -> None:
     big = png(np.zeros((1200, 1600, 3), np.uint8))
-    body = await post(cp, "/v1/image/superresolution", form(big))
+    body = await post_json(cp, "/v1/image/superresolution", form(big))
     assert body["success"] is False and body["code"] == 400 and "megapixels" in body["error"]
 
 
 async def test_cartoonise(cp: TestClient) -> None:
     original = cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), cv2.IMREAD_COLOR)
-    body = await post(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg")))
+    body = await post_json(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg")))
     assert body["success"], body
     cartoon = decode(body["imageBase64"], cv2.IMREAD_COLOR)
     assert cartoon.shape == original.shape
@@ -136,26 +104,26 @@ async def test_cartoonise(cp: TestClient) -> None:
     assert 3 < diff < 60
     assert np.corrcoef(cv2.cvtColor(cartoon, cv2.COLOR_BGR2GRAY).ravel(),
                        cv2.cvtColor(original, cv2.COLOR_BGR2GRAY).ravel())[0, 1] > 0.7
-    body = await post(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg"), model="paprika"))
+    body = await post_json(cp, "/v1/image/cartoonise", form(image_bytes("face.jpg"), model="paprika"))
     assert body["success"] is False and "whitebox" in body["error"]
 
 
-async def test_cartoon_model_is_unloaded_when_idle_and_reloaded_on_use(cp: TestClient, icore: Core,
+async def test_cartoon_model_is_unloaded_when_idle_and_reloaded_on_use(cp: TestClient, module_core: Core,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(enhance, "CARTOON_IDLE_S", 0.3)
     small = png(cv2.resize(cv2.imdecode(np.frombuffer(image_bytes("face.jpg"), np.uint8), 1), (128, 89)))
-    assert (await post(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]
+    assert (await post_json(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]
     key = "cartoon:cartoon_gan_int8"
-    assert key in icore.registry.tasks
-    pool = icore.registry.tasks[key].pool
+    assert key in module_core.registry.tasks
+    pool = module_core.registry.tasks[key].pool
     for _ in range(50):
         await asyncio.sleep(0.1)
-        if key not in icore.registry.tasks:
+        if key not in module_core.registry.tasks:
             break
-    assert key not in icore.registry.tasks, "the GAN's memory is given back when unused"
+    assert key not in module_core.registry.tasks, "the GAN's memory is given back when unused"
     for _ in range(50):
         if all(not t.is_alive() for t in pool._threads):
             break
         await asyncio.sleep(0.1)
     assert all(not t.is_alive() for t in pool._threads)
-    assert (await post(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]
+    assert (await post_json(cp, "/v1/image/cartoonise", form(small, model="whitebox_int8")))["success"]

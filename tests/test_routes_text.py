@@ -5,25 +5,24 @@ from __future__ import annotations
 import io
 import struct
 import wave
-from collections.abc import AsyncIterator
-from typing import Any
+from functools import partial
 
 import numpy as np
 import pytest
-import pytest_asyncio
-from aiohttp import FormData
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
-from perch.daemon.app import create_app
-from perch.daemon.config import Settings
-from perch.daemon.core import Core
 from perch.daemon.vision.sound import read_wav
 from perch.daemon.vision.text import split_sentences
 
-from conftest import MODELS
+import conftest
+from conftest import MODELS, module_client, post_json
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+cp = module_client(CODEPROJECT)
+ds = module_client(DEEPSTACK)
+form = partial(conftest.form, field="sound", filename="clip.wav", content_type="audio/wav")
 
 SPEECH = (MODELS / "sound" / "test_speech_16k.wav").read_bytes()
 ARTICLE = (
@@ -36,43 +35,6 @@ ARTICLE = (
 )
 
 
-def form(sound: bytes | None = None, **fields: Any) -> FormData:
-    fd = FormData()
-    if sound is not None:
-        fd.add_field("sound", sound, filename="clip.wav", content_type="audio/wav")
-    for key, value in fields.items():
-        fd.add_field(key, str(value))
-    return fd
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def tcore(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Core]:
-    tmp = tmp_path_factory.mktemp("text")
-    core = Core(Settings(model_dir=MODELS, state_dir=tmp / "state", cache_dir=tmp / "cache", legacy_port=0,
-                         cpu={"workers": 2, "threads": 1}))
-    await core.start()
-    yield core
-    await core.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cp(tcore: Core) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(tcore, CODEPROJECT))) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def ds(tcore: Core) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(tcore, DEEPSTACK))) as client:
-        yield client
-
-
-async def post(client: TestClient, path: str, data: FormData | dict[str, str]) -> dict[str, Any]:
-    resp = await client.post(path, data=data)
-    assert resp.status == 200
-    return dict(await resp.json())
-
-
 # ---- sentiment --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "positive"), [
@@ -81,14 +43,14 @@ async def post(client: TestClient, path: str, data: FormData | dict[str, str]) -
 ])
 async def test_sentiment(cp: TestClient, text: str, positive: bool) -> None:
     # Urlencoded, as the CodeProject.AI explorer sends it.
-    body = await post(cp, "/v1/text/sentiment", {"text": text})
+    body = await post_json(cp, "/v1/text/sentiment", {"text": text})
     assert body["success"] and body["is_positive"] is positive
     assert (body["positive_probability"] > 0.8) if positive else (body["positive_probability"] < 0.2)
 
 
 @pytest.mark.parametrize("fields", [{"text": ""}, {"text": "   "}, {}])
 async def test_sentiment_empty_text(cp: TestClient, ds: TestClient, fields: dict[str, str]) -> None:
-    body = await post(cp, "/v1/text/sentiment", fields)
+    body = await post_json(cp, "/v1/text/sentiment", fields)
     assert body["success"] is False and body["code"] == 400 and "text" in body["error"]
     resp = await ds.post("/v1/text/sentiment", data=fields)
     assert resp.status == 400
@@ -97,7 +59,7 @@ async def test_sentiment_empty_text(cp: TestClient, ds: TestClient, fields: dict
 # ---- summary ----------------------------------------------------------------------------------------------------
 
 async def test_summary_picks_representative_sentences_in_order(cp: TestClient) -> None:
-    body = await post(cp, "/v1/text/summarize", form(text=ARTICLE, num_sentences=2))
+    body = await post_json(cp, "/v1/text/summarize", form(text=ARTICLE, num_sentences=2))
     assert body["success"], body
     chosen = split_sentences(body["summary"])
     sentences = split_sentences(ARTICLE)
@@ -108,7 +70,7 @@ async def test_summary_picks_representative_sentences_in_order(cp: TestClient) -
 
 
 async def test_summary_with_more_sentences_than_the_text(cp: TestClient) -> None:
-    body = await post(cp, "/v1/text/summarize", form(text="Only one sentence here.", num_sentences=5))
+    body = await post_json(cp, "/v1/text/summarize", form(text="Only one sentence here.", num_sentences=5))
     assert body["success"] and body["summary"] == "Only one sentence here."
     assert body["totalSentences"] == 1 and "only 1" in body["message"]
 
@@ -119,7 +81,7 @@ async def test_summary_with_more_sentences_than_the_text(cp: TestClient) -> None
     ({"text": "", "num_sentences": "2"}, "text"),
 ])
 async def test_summary_bad_input(cp: TestClient, fields: dict[str, str], needle: str) -> None:
-    body = await post(cp, "/v1/text/summarize", fields)
+    body = await post_json(cp, "/v1/text/summarize", fields)
     assert body["success"] is False and needle in body["error"]
 
 
@@ -160,7 +122,7 @@ async def test_read_wav_formats_agree() -> None:
 
 
 async def test_speech_is_speech(cp: TestClient) -> None:
-    body = await post(cp, "/v1/sound/classify", form(SPEECH))
+    body = await post_json(cp, "/v1/sound/classify", form(SPEECH))
     assert body["success"] and body["label"] == "Speech" and body["confidence"] > 0.8
 
 
@@ -170,19 +132,19 @@ async def test_resampled_stereo_float_and_longer_clip(cp: TestClient) -> None:
     long = np.tile(x, 3)
     up = np.interp(np.arange(int(len(long) * 44100 / 16000)) * 16000 / 44100, np.arange(len(long)), long)
     stereo = np.stack([up, up * 0.5], axis=1)
-    body = await post(cp, "/v1/sound/classify", form(wav_bytes(stereo, 44100, "float32")))
+    body = await post_json(cp, "/v1/sound/classify", form(wav_bytes(stereo, 44100, "float32")))
     assert body["success"] and body["label"] == "Speech", body
 
 
 async def test_min_confidence_and_corrupt_wav(cp: TestClient, ds: TestClient) -> None:
-    body = await post(cp, "/v1/sound/classify", form(SPEECH, min_confidence=1))
+    body = await post_json(cp, "/v1/sound/classify", form(SPEECH, min_confidence=1))
     assert body["success"] and body["label"] == "unknown"
     corrupt = [b"RIFF\x00\x00\x00\x00WAVEjunk", b"not a wav at all", SPEECH[:30],
                wav_bytes(np.zeros(100), 16000, "pcm16").replace(b"\x01\x00\x01\x00", b"\x07\x00\x01\x00", 1)]
     for data in corrupt:
-        body = await post(cp, "/v1/sound/classify", form(data))
+        body = await post_json(cp, "/v1/sound/classify", form(data))
         assert body["success"] is False and body["code"] == 400 and "WAV" in body["error"], body
         resp = await ds.post("/v1/sound/classify", data=form(data))
         assert resp.status == 400
-    body = await post(cp, "/v1/sound/classify", form())
+    body = await post_json(cp, "/v1/sound/classify", form())
     assert body["success"] is False and "sound" in body["error"]

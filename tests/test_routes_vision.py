@@ -3,65 +3,20 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
-from aiohttp import FormData
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
-from perch.daemon.app import create_app
-from perch.daemon.config import Settings
 from perch.daemon.core import Core
 
-from conftest import MODELS, image_bytes
+from conftest import MODELS, form, image_bytes, module_client, post_json
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-
-def form(files: dict[str, bytes] | None = None, **fields: Any) -> FormData:
-    fd = FormData()
-    for name, data in (files or {}).items():
-        fd.add_field(name, data, filename=f"{name}.jpg", content_type="image/jpeg")
-    for key, value in fields.items():
-        fd.add_field(key, str(value))
-    return fd
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vision")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def vcore(state: Path) -> AsyncIterator[Core]:
-    core = Core(Settings(model_dir=MODELS, state_dir=state / "state", cache_dir=state / "cache", legacy_port=0,
-                         cpu={"workers": 2, "threads": 1}))
-    await core.start()
-    yield core
-    await core.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cp(vcore: Core) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(vcore, CODEPROJECT))) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def ds(vcore: Core) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(vcore, DEEPSTACK))) as client:
-        yield client
-
-
-async def post(client: TestClient, path: str, data: FormData | None = None) -> dict[str, Any]:
-    resp = await client.post(path, data=data)
-    assert resp.status == 200, await resp.text()
-    return dict(await resp.json())
+cp = module_client(CODEPROJECT)
+ds = module_client(DEEPSTACK)
 
 
 # ---- scene ------------------------------------------------------------------------------------------------------
@@ -69,13 +24,13 @@ async def post(client: TestClient, path: str, data: FormData | None = None) -> d
 @pytest.mark.parametrize(("photo", "label"), [("parrot.jpg", "macaw"), ("hot_dog.jpg", "hotdog"),
                                               ("grace_hopper.bmp", "military uniform")])
 async def test_scene(cp: TestClient, photo: str, label: str) -> None:
-    body = await post(cp, "/v1/vision/scene", form({"image": image_bytes(photo)}))
+    body = await post_json(cp, "/v1/vision/scene", form({"image": image_bytes(photo)}))
     assert body["success"] and body["label"] == label and 0.5 < body["confidence"] <= 1.0
     assert body["moduleId"] == "SceneClassifier" and body["inferenceDevice"] == "CPU"
 
 
 async def test_scene_without_image(cp: TestClient, ds: TestClient) -> None:
-    body = await post(cp, "/v1/vision/scene", form())
+    body = await post_json(cp, "/v1/vision/scene", form())
     assert body["success"] is False and body["code"] == 400
     resp = await ds.post("/v1/vision/scene", data=form())
     assert resp.status == 400
@@ -89,7 +44,7 @@ async def test_scene_without_image(cp: TestClient, ds: TestClient) -> None:
     ("plate_wa_wattup.jpg", "WATTUP", "/v1/vision/alpr", "image"),
 ])
 async def test_alpr_reads_the_shared_plates(cp: TestClient, photo: str, plate: str, route: str, field: str) -> None:
-    body = await post(cp, route, form({field: image_bytes(photo)}))
+    body = await post_json(cp, route, form({field: image_bytes(photo)}))
     assert body["success"], body
     # Only the plate: not "WASHINGTON", the registration sticker or the car's badge.
     assert [p["plate"] for p in body["predictions"]] == [plate]
@@ -100,7 +55,7 @@ async def test_alpr_reads_the_shared_plates(cp: TestClient, photo: str, plate: s
 
 
 async def test_alpr_plate_box_is_on_the_plate(cp: TestClient) -> None:
-    body = await post(cp, "/v1/vision/alpr", form({"upload": image_bytes("plate_h786poj.jpg")}))
+    body = await post_json(cp, "/v1/vision/alpr", form({"upload": image_bytes("plate_h786poj.jpg")}))
     p = body["predictions"][0]
     # The plate sits low in the middle of the 480×640 photo, below the grille.
     cx, cy = (p["x_min"] + p["x_max"]) / 2, (p["y_min"] + p["y_max"]) / 2
@@ -109,9 +64,9 @@ async def test_alpr_plate_box_is_on_the_plate(cp: TestClient) -> None:
 
 
 async def test_alpr_without_plates_and_bad_input(cp: TestClient, ds: TestClient) -> None:
-    body = await post(cp, "/v1/vision/alpr", form({"upload": image_bytes("pets.jpg")}))
+    body = await post_json(cp, "/v1/vision/alpr", form({"upload": image_bytes("pets.jpg")}))
     assert body["success"] and body["predictions"] == [] and body["message"] == "No plates found"
-    body = await post(cp, "/v1/image/alpr", form())
+    body = await post_json(cp, "/v1/image/alpr", form())
     assert body["success"] is False and "upload" in body["error"]
     resp = await ds.post("/v1/vision/alpr", data=form({"upload": b"GIF89a broken"}))
     assert resp.status == 400 and (await resp.json())["success"] is False
@@ -129,7 +84,7 @@ async def test_custom_list_names_every_detection_model(cp: TestClient) -> None:
 
 
 async def test_custom_route_runs_the_named_model(cp: TestClient) -> None:
-    body = await post(cp, "/v1/vision/custom/yolox_nano", form({"image": image_bytes("dog_bicycle_car.jpg")}))
+    body = await post_json(cp, "/v1/vision/custom/yolox_nano", form({"image": image_bytes("dog_bicycle_car.jpg")}))
     assert body["success"] and body["predictions"][0]["label"] == "dog"
     assert {"dog", "bicycle", "car"} <= {p["label"] for p in body["predictions"]}
 
@@ -145,25 +100,25 @@ async def test_custom_route_refuses_names(cp: TestClient, ds: TestClient, name: 
     assert resp.status in (400, 404)
 
 
-async def test_dropped_in_model_is_served_without_restart(cp: TestClient, vcore: Core) -> None:
-    directory = vcore.settings.effective_custom_model_dir
+async def test_dropped_in_model_is_served_without_restart(cp: TestClient, module_core: Core) -> None:
+    directory = module_core.settings.effective_custom_model_dir
     directory.mkdir(parents=True, exist_ok=True)
     # A link, not a copy: the model stays in the shared folder.
     (directory / "gate-cam.onnx").symlink_to(MODELS / "detection" / "yolox_nano.onnx")
-    labels = vcore.manifest.label_sets["coco80"]
+    labels = module_core.manifest.label_sets["coco80"]
     (directory / "gate-cam.yaml").write_text(yaml.safe_dump({
         "decoder": "yolox", "labels": labels,
         "input": {"size": [416, 416], "layout": "NCHW", "color": "BGR", "resize": "letterbox",
                   "align": "top-left", "normalize": "raw"},
     }))
     (directory / "broken.yaml").write_text("decoder: yolox\n")  # no model file: listed as a problem
-    body = await post(cp, "/v1/vision/custom/list")
+    body = await post_json(cp, "/v1/vision/custom/list")
     assert "gate-cam" in body["models"] and "broken" not in body["models"]
     assert "broken.yaml" in body["problems"]
-    body = await post(cp, "/v1/vision/custom/gate-cam", form({"image": image_bytes("pets.jpg")}, min_confidence=0.5))
+    body = await post_json(cp, "/v1/vision/custom/gate-cam", form(image_bytes("pets.jpg"), min_confidence=0.5))
     assert body["success"] and [p["label"] for p in body["predictions"]] == ["dog", "dog"]
     # Removing the sidecar removes the model from the list.
     (directory / "gate-cam.yaml").unlink()
-    body = await post(cp, "/v1/vision/custom/list")
+    body = await post_json(cp, "/v1/vision/custom/list")
     assert "gate-cam" not in body["models"]
     shutil.rmtree(directory)
