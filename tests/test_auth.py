@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import FormData
@@ -18,20 +18,16 @@ from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
 
-from conftest import IMAGES, image_bytes
+from conftest import IMAGES, ClientFactory, image_bytes, running, tuned
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
 KEY = "k3y-Sw0rdfish-0123456789"
 OTHER_KEY = "second-key-for-the-garage"
 
 
 @pytest.fixture
 async def keyed_core(settings: Settings) -> AsyncIterator[Core]:
-    keyed = settings.model_copy(update={"auth": settings.auth.model_copy(update={"api_keys": [KEY, OTHER_KEY]})})
-    core = Core(keyed)
-    await core.start()
-    yield core
-    await core.close()
+    async with running(tuned(settings, auth={"api_keys": [KEY, OTHER_KEY]})) as core:
+        yield core
 
 
 @pytest.fixture

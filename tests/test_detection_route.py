@@ -5,20 +5,15 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
-from perch.daemon.app import create_app
-from perch.daemon.core import Core
-
+import conftest
 from conftest import image_bytes
-
-ClientFactory = Callable[..., Awaitable[TestClient]]
 
 CONTRACT_FIELDS = {
     "success", "message", "count", "predictions", "inferenceMs", "processMs", "analysisRoundTripMs", "moduleId",
@@ -26,23 +21,7 @@ CONTRACT_FIELDS = {
 }
 
 
-def form(data: bytes | None, field: str = "image", **fields: Any) -> FormData:
-    fd = FormData()
-    if data is not None:
-        fd.add_field(field, data, filename="upload.jpg", content_type="image/jpeg")
-    for key, value in fields.items():
-        fd.add_field(key, str(value))
-    return fd
-
-
-@pytest.fixture
-async def cp(aiohttp_client: ClientFactory, core: Core) -> TestClient:
-    return await aiohttp_client(create_app(core, CODEPROJECT))
-
-
-@pytest.fixture
-async def ds(aiohttp_client: ClientFactory, core: Core) -> TestClient:
-    return await aiohttp_client(create_app(core, DEEPSTACK))
+form = partial(conftest.form, filename="upload.jpg")
 
 
 async def test_dog_bicycle_car(cp: TestClient) -> None:

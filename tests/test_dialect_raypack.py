@@ -5,55 +5,27 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import FormData, web
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from dialect_clients import curl, curl_json
 from PIL import Image
 
-from perch.daemon.api.common import CODEPROJECT
-from perch.daemon.app import create_app
 from perch.daemon.config import Settings
-from perch.daemon.core import Core
 
-from conftest import IMAGES, image_bytes
+from conftest import IMAGES, image_bytes, tuned
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
-ServerFactory = Callable[..., Awaitable[TestServer]]
 FACES = IMAGES / "faces"
 
 
 @pytest.fixture
-async def raycore(settings: Settings) -> AsyncIterator[Core]:
+def settings(settings: Settings) -> Settings:
     # YOLOX (not the CPU default SSD) so that the seed's threshold=0.9 still leaves a tag on the shared photos;
     # URL fetching on, allowed for the local image server.
-    tuned = settings.model_copy(update={
-        "detection": settings.detection.model_copy(update={"model": "yolox_nano"}),
-        "fetch": settings.fetch.model_copy(update={"enabled": True, "allow": ["127.0.0.1"]}),
-    })
-    core = Core(tuned)
-    await core.start()
-    yield core
-    await core.close()
-
-
-@pytest.fixture
-async def client(aiohttp_client: ClientFactory, raycore: Core) -> TestClient:
-    return await aiohttp_client(create_app(raycore, CODEPROJECT))
-
-
-@pytest.fixture
-async def image_host(aiohttp_server: ServerFactory) -> TestServer:
-    async def photo(request: web.Request) -> web.Response:
-        return web.Response(body=(IMAGES / request.match_info["name"]).read_bytes(), content_type="image/jpeg")
-
-    app = web.Application()
-    app.router.add_get("/{name:.+}", photo)
-    return await aiohttp_server(app)
+    return tuned(settings, detection={"model": "yolox_nano"}, fetch={"enabled": True, "allow": ["127.0.0.1"]})
 
 
 def _container(body: dict[str, Any], modelid: str, original: str) -> dict[str, Any]:
@@ -64,18 +36,18 @@ def _container(body: dict[str, Any], modelid: str, original: str) -> dict[str, A
     return body["results"]
 
 
-async def test_seed_getmodels(client: TestClient) -> None:
-    status, body = await curl_json("-X", "POST", "-F", "apikey= ", str(client.make_url("/getmodels")))
+async def test_seed_getmodels(cp: TestClient) -> None:
+    status, body = await curl_json("-X", "POST", "-F", "apikey= ", str(cp.make_url("/getmodels")))
     assert status == 200
     models = {m["modelid"]: m for m in body["results"]["models"]}
     assert set(models) == {"1", "2", "3", "4", "41", "5", "6"}
     assert models["1"]["installed"] and not models["5"]["installed"] and not models["6"]["installed"]
 
 
-async def test_seed_multi_object_lang_de(client: TestClient) -> None:
+async def test_seed_multi_object_lang_de(cp: TestClient) -> None:
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.9", "-F", f"file=@{IMAGES / 'pets.jpg'}",
-        "-F", "model=1", "-F", "lang=de", str(client.make_url("/recog")))
+        "-F", "model=1", "-F", "lang=de", str(cp.make_url("/recog")))
     assert status == 200
     results = _container(body, "1", "pets.jpg")
     assert results["stats"]["modelname"] == "Raypack_General"
@@ -84,23 +56,23 @@ async def test_seed_multi_object_lang_de(client: TestClient) -> None:
     assert isinstance(value, str) and len(value.split(".")[1]) == 8 and float(value) >= 0.9
 
 
-async def test_multi_object_english_one_tag_per_label(client: TestClient) -> None:
+async def test_multi_object_english_one_tag_per_label(cp: TestClient) -> None:
     fd = FormData()
     fd.add_field("file", image_bytes("kite_and_cold.jpg"), filename="kites.jpg")
     fd.add_field("model", "1")
     fd.add_field("threshold", "0.3")
-    body = await (await client.post("/recog", data=fd)).json()
+    body = await (await cp.post("/recog", data=fd)).json()
     names = [t["name"] for t in body["results"]["tags"]]
     assert {"person", "kite"} <= set(names) and len(names) == len(set(names))
     values = [float(t["value"]) for t in body["results"]["tags"]]
     assert values == sorted(values, reverse=True)
 
 
-async def test_seed_food(client: TestClient) -> None:
+async def test_seed_food(cp: TestClient) -> None:
     # The seed sends threshold=0.9; YOLOX gives the hot dog 0.83, so this asks for 0.8.
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.8", "-F", f"file=@{IMAGES / 'hot_dog.jpg'}",
-        "-F", "model=2", "-F", "lang=de", str(client.make_url("/recog")))
+        "-F", "model=2", "-F", "lang=de", str(cp.make_url("/recog")))
     assert status == 200
     results = _container(body, "2", "hot_dog.jpg")
     assert [t["name"] for t in results["tags"]] == ["Hotdog"]
@@ -109,12 +81,12 @@ async def test_seed_food(client: TestClient) -> None:
     fd.add_field("file", image_bytes("hot_dog.jpg"), filename="hot_dog.jpg")
     fd.add_field("model", "2")
     fd.add_field("threshold", "0.2")
-    body = await (await client.post("/recog", data=fd)).json()
+    body = await (await cp.post("/recog", data=fd)).json()
     assert "dining table" not in [t["name"] for t in body["results"]["tags"]]
     assert "hot dog" in [t["name"] for t in body["results"]["tags"]]
 
 
-async def test_seed_celebrity_from_face_store(client: TestClient) -> None:
+async def test_seed_celebrity_from_face_store(cp: TestClient) -> None:
     # "Celebrities" are the people registered through the CodeProject face route.
     for name, files in (("barack obama", ["train_obama_obama.jpg", "train_obama_obama2.jpg"]),
                         ("joe biden", ["train_biden_biden.jpg", "train_biden_biden2.jpg"])):
@@ -122,11 +94,11 @@ async def test_seed_celebrity_from_face_store(client: TestClient) -> None:
         fd.add_field("userid", name)
         for i, f in enumerate(files):
             fd.add_field(f"image{i}", (FACES / f).read_bytes(), filename=f)
-        body = await (await client.post("/v1/vision/face/register", data=fd)).json()
+        body = await (await cp.post("/v1/vision/face/register", data=fd)).json()
         assert body["success"] is True, body
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.9", "-F", f"file=@{FACES / 'test_obama1.jpg'}",
-        "-F", "model=3", "-F", "lang=de", str(client.make_url("/recog")))
+        "-F", "model=3", "-F", "lang=de", str(cp.make_url("/recog")))
     assert status == 200
     results = _container(body, "3", "test_obama1.jpg")
     assert len(results["tags"]) == 1
@@ -137,16 +109,16 @@ async def test_seed_celebrity_from_face_store(client: TestClient) -> None:
     fd = FormData()
     fd.add_field("file", (FACES / "test_obama_and_biden.jpg").read_bytes(), filename="both.jpg")
     fd.add_field("model", "3")
-    body = await (await client.post("/recog", data=fd)).json()
+    body = await (await cp.post("/recog", data=fd)).json()
     assert {t["idents"][0]["name"] for t in body["results"]["tags"]} == {"barack obama", "joe biden"}
 
 
-async def test_seed_face_ai_by_url(client: TestClient, image_host: TestServer) -> None:
+async def test_seed_face_ai_by_url(cp: TestClient, image_host: TestServer) -> None:
     # The seed's Face AI call has no `model`: face options (mode, facemode, hex) select model 4.
     url = str(image_host.make_url("/face.jpg"))
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.9", "-F", f"url={url}", "-F", "mode=json",
-        "-F", "facemode=default", "-F", "hex=00ff00", str(client.make_url("/recog")))
+        "-F", "facemode=default", "-F", "hex=00ff00", str(cp.make_url("/recog")))
     assert status == 200
     results = _container(body, "4", url)
     assert results["stats"]["modelname"] == "RaypackFace"
@@ -159,10 +131,10 @@ async def test_seed_face_ai_by_url(client: TestClient, image_host: TestServer) -
 
 
 @pytest.mark.parametrize("facemode", ["default", "pixel", "fill", "black"])
-async def test_face_ai_images(client: TestClient, facemode: str) -> None:
+async def test_face_ai_images(cp: TestClient, facemode: str) -> None:
     status, headers, jpeg = await curl(
         "-X", "POST", "-F", f"file=@{IMAGES / 'face.jpg'}", "-F", "model=4", "-F", "mode=image",
-        "-F", f"facemode={facemode}", "-F", "hex=#FF0000", str(client.make_url("/recog")))
+        "-F", f"facemode={facemode}", "-F", "hex=#FF0000", str(cp.make_url("/recog")))
     assert status == 200 and headers["content-type"] == "image/jpeg"
     original = np.asarray(Image.open(IMAGES / "face.jpg").convert("RGB")).astype(int)
     drawn = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
@@ -179,18 +151,18 @@ async def test_face_ai_images(client: TestClient, facemode: str) -> None:
         assert red.sum() > 100 and changed.mean() < 0.2, "red boxes on the photo"
 
 
-async def test_face_ai_jsonimage_and_v4(client: TestClient) -> None:
+async def test_face_ai_jsonimage_and_v4(cp: TestClient) -> None:
     fd = FormData()
     fd.add_field("file", image_bytes("grace_hopper.bmp"), filename="grace.bmp")
     fd.add_field("model", "4")
     fd.add_field("mode", "jsonimage")
-    body = await (await client.post("/recog", data=fd)).json()
+    body = await (await cp.post("/recog", data=fd)).json()
     assert body["results"]["totalfaces"] == 1
     assert Image.open(io.BytesIO(base64.b64decode(body["results"]["image"]))).format == "JPEG"
     # Face AI v4, as in the seed: threshold 0.5, normalised boxes.
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.5", "-F", f"file=@{IMAGES / 'face.jpg'}",
-        "-F", "model=41", "-F", "lang=de", str(client.make_url("/recog")))
+        "-F", "model=41", "-F", "lang=de", str(cp.make_url("/recog")))
     assert status == 200
     results = _container(body, "41", "face.jpg")
     assert results["totalfaces"] == 4
@@ -200,17 +172,17 @@ async def test_face_ai_jsonimage_and_v4(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("model", ["5", "6"])
-async def test_seed_demographics_and_fashion_not_installed(client: TestClient, model: str) -> None:
+async def test_seed_demographics_and_fashion_not_installed(cp: TestClient, model: str) -> None:
     status, body = await curl_json(
         "-X", "POST", "-F", "apikey= ", "-F", "threshold=0.4", "-F", f"file=@{IMAGES / 'face.jpg'}",
-        "-F", f"model={model}", "-F", "lang=de", str(client.make_url("/recog")))
+        "-F", f"model={model}", "-F", "lang=de", str(cp.make_url("/recog")))
     assert status == 404
     assert body["name"] == "Raypack_AI_Filecontainer" and "not installed" in body["error"]
 
 
-async def test_errors_in_raypack_shape(client: TestClient) -> None:
+async def test_errors_in_raypack_shape(cp: TestClient) -> None:
     async def post(**fields: str) -> tuple[int, dict[str, Any]]:
-        resp = await client.post("/recog", data=fields)
+        resp = await cp.post("/recog", data=fields)
         return resp.status, await resp.json()
 
     # The seed's literal `-F "file=burger.jpg"` sends the name, not the photo: say how to send the file.

@@ -10,13 +10,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from dialect_clients import curl, curl_json, requests_call
 from PIL import Image
@@ -24,12 +23,8 @@ from PIL import Image
 from perch.daemon.api.common import CODEPROJECT
 from perch.daemon.app import create_app
 from perch.daemon.config import Settings
-from perch.daemon.core import Core
 
-from conftest import IMAGES, image_bytes
-
-ClientFactory = Callable[..., Awaitable[TestClient]]
-ServerFactory = Callable[..., Awaitable[TestServer]]
+from conftest import IMAGES, ClientFactory, image_bytes, running, tuned
 
 # Roboflow's client, installed without its dependency tree: its pins (opencv-python, numpy<2.4, supervision's
 # matplotlib) would replace the project's OpenCV and numpy. These are the modules it imports at run time.
@@ -39,30 +34,9 @@ SDK_PACKAGES = ["inference-sdk==1.8.3", "supervision==0.30.9", "dataclasses-json
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, core: Core) -> TestClient:
-    return await aiohttp_client(create_app(core, CODEPROJECT))
-
-
-@pytest.fixture
-async def image_host(aiohttp_server: ServerFactory) -> TestServer:
-    """A stand-in for the internet: serves the shared photos over HTTP on 127.0.0.1."""
-
-    async def photo(request: web.Request) -> web.Response:
-        return web.Response(body=image_bytes(request.match_info["name"]), content_type="image/jpeg")
-
-    app = web.Application()
-    app.router.add_get("/{name}", photo)
-    return await aiohttp_server(app)
-
-
-@pytest.fixture
-async def fetching_client(aiohttp_client: ClientFactory, settings: Settings) -> Any:
-    fetching = settings.model_copy(update={"fetch": settings.fetch.model_copy(
-        update={"enabled": True, "allow": ["127.0.0.1"]})})
-    core = Core(fetching)
-    await core.start()
-    yield await aiohttp_client(create_app(core, CODEPROJECT))
-    await core.close()
+async def fetching_client(aiohttp_client: ClientFactory, settings: Settings) -> AsyncIterator[TestClient]:
+    async with running(tuned(settings, fetch={"enabled": True, "allow": ["127.0.0.1"]})) as core:
+        yield await aiohttp_client(create_app(core, CODEPROJECT))
 
 
 def _labels(body: dict[str, Any]) -> list[str]:
@@ -78,9 +52,9 @@ def _check(body: dict[str, Any], width: int = 768, height: int = 576) -> None:
         assert p["y"] - p["height"] / 2 >= 0 and p["y"] + p["height"] / 2 <= height
 
 
-async def test_seed_curl_base64_pipe(client: TestClient) -> None:
+async def test_seed_curl_base64_pipe(cp: TestClient) -> None:
     # base64 YOUR_IMAGE.jpg | curl -d @- "https://detect.roboflow.com/your-model/42?api_key=YOUR_KEY"
-    url = str(client.make_url("/default/42")) + "?api_key=YOUR_KEY"
+    url = str(cp.make_url("/default/42")) + "?api_key=YOUR_KEY"
     proc = await asyncio.create_subprocess_shell(
         f"base64 {IMAGES / 'dog_bicycle_car.jpg'} | curl -sS -d @- '{url}'",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -103,15 +77,15 @@ async def test_seed_curl_image_url(fetching_client: TestClient, image_host: Test
     assert _labels(body)[:2] == ["dog", "dog"]
 
 
-async def test_url_needs_fetch_enabled(client: TestClient, image_host: TestServer) -> None:
+async def test_url_needs_fetch_enabled(cp: TestClient, image_host: TestServer) -> None:
     url = f"/default/1?image={quote(str(image_host.make_url('/pets.jpg')), safe='')}"
-    resp = await client.post(url)
+    resp = await cp.post(url)
     assert resp.status == 403 and "disabled" in (await resp.json())["message"]
 
 
-async def test_axios_kotlin_go_request_shapes(client: TestClient) -> None:
+async def test_axios_kotlin_go_request_shapes(cp: TestClient) -> None:
     encoded = base64.b64encode(image_bytes("pets.jpg")).decode()
-    url = str(client.make_url("/default/3"))
+    url = str(cp.make_url("/default/3"))
     # axios / Kotlin / Java / Ruby / PHP / .NET: base64 body, urlencoded content type, name=YOUR_IMAGE.jpg.
     resp = await requests_call("POST", url, params={"api_key": "YOUR_KEY", "name": "YOUR_IMAGE.jpg"}, data=encoded,
                                headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -122,54 +96,54 @@ async def test_axios_kotlin_go_request_shapes(client: TestClient) -> None:
         resp = await requests_call("POST", url + "?api_key=YOUR_KEY", data=body, headers=headers)
         assert resp.status_code == 200 and _labels(resp.json())[:2] == ["dog", "dog"]
     # A data: URL, as browsers' FileReader produce.
-    resp = await client.post("/default/3", data="data:image/jpeg;base64," + encoded)
+    resp = await cp.post("/default/3", data="data:image/jpeg;base64," + encoded)
     assert resp.status == 200 and _labels(await resp.json())[:2] == ["dog", "dog"]
 
 
-async def test_query_options(client: TestClient) -> None:
+async def test_query_options(cp: TestClient) -> None:
     encoded = base64.b64encode(image_bytes("dog_bicycle_car.jpg")).decode()
-    body = await (await client.post("/default/1?confidence=70", data=encoded)).json()
+    body = await (await cp.post("/default/1?confidence=70", data=encoded)).json()
     assert _labels(body) == ["bicycle"]
-    body = await (await client.post("/yolox_nano/1?classes=dog,car&confidence=30", data=encoded)).json()
+    body = await (await cp.post("/yolox_nano/1?classes=dog,car&confidence=30", data=encoded)).json()
     assert set(_labels(body)) == {"dog", "car"}
-    many = await (await client.post("/yolox_nano/1?confidence=5&overlap=95", data=encoded)).json()
-    few = await (await client.post("/yolox_nano/1?confidence=5&overlap=0", data=encoded)).json()
+    many = await (await cp.post("/yolox_nano/1?confidence=5&overlap=95", data=encoded)).json()
+    few = await (await cp.post("/yolox_nano/1?confidence=5&overlap=0", data=encoded)).json()
     assert len(few["predictions"]) < len(many["predictions"])
     # Fractions (what inference-sdk sends) mean the same as percentages.
-    frac = await (await client.post("/default/1?confidence=0.7", data=encoded)).json()
+    frac = await (await cp.post("/default/1?confidence=0.7", data=encoded)).json()
     assert _labels(frac) == ["bicycle"]
 
 
-async def test_format_image_and_image_and_json(client: TestClient) -> None:
+async def test_format_image_and_image_and_json(cp: TestClient) -> None:
     encoded = base64.b64encode(image_bytes("pets.jpg")).decode()
-    resp = await client.post("/default/1?format=image&stroke=3&labels=true", data=encoded)
+    resp = await cp.post("/default/1?format=image&stroke=3&labels=true", data=encoded)
     assert resp.status == 200 and resp.content_type == "image/jpeg"
     jpeg = await resp.read()
     original = Image.open(IMAGES / "pets.jpg")
     drawn = Image.open(io.BytesIO(jpeg))
     assert drawn.size == original.size and drawn.format == "JPEG"
     assert drawn.convert("RGB").tobytes() != original.convert("RGB").tobytes()
-    body = await (await client.post("/default/1?format=image_and_json", data=encoded)).json()
+    body = await (await cp.post("/default/1?format=image_and_json", data=encoded)).json()
     assert _labels(body)[:2] == ["dog", "dog"]
     assert Image.open(io.BytesIO(base64.b64decode(body["visualization"]))).size == original.size
 
 
-async def test_errors(client: TestClient) -> None:
-    resp = await client.post("/default/1", data="")
+async def test_errors(cp: TestClient) -> None:
+    resp = await cp.post("/default/1", data="")
     assert resp.status == 400 and "image" in (await resp.json())["message"]
-    resp = await client.post("/default/1", data="%%%not base64%%%")
+    resp = await cp.post("/default/1", data="%%%not base64%%%")
     assert resp.status == 400
-    resp = await client.post("/default/1", data=base64.b64encode(b"plain text, not a picture").decode())
+    resp = await cp.post("/default/1", data=base64.b64encode(b"plain text, not a picture").decode())
     assert resp.status == 400 and "image" in (await resp.json())["message"]
-    resp = await client.post("/no-such-model/1", data=base64.b64encode(image_bytes("pets.jpg")).decode())
+    resp = await cp.post("/no-such-model/1", data=base64.b64encode(image_bytes("pets.jpg")).decode())
     assert resp.status == 404
-    resp = await client.post("/default/0", data=base64.b64encode(image_bytes("pets.jpg")).decode())
+    resp = await cp.post("/default/0", data=base64.b64encode(image_bytes("pets.jpg")).decode())
     assert resp.status == 404
     for query in ("confidence=150", "overlap=-1", "format=png", "stroke=0"):
-        resp = await client.post(f"/default/1?{query}", data=base64.b64encode(image_bytes("pets.jpg")).decode())
+        resp = await cp.post(f"/default/1?{query}", data=base64.b64encode(image_bytes("pets.jpg")).decode())
         assert resp.status == 400, query
     # Paths that only look like /<dataset>/<version> are not swallowed: other routes still answer.
-    status, _, _ = await curl(str(client.make_url("/v1/status/ping")))
+    status, _, _ = await curl(str(cp.make_url("/v1/status/ping")))
     assert status == 200
 
 
@@ -207,10 +181,7 @@ print(json.dumps(out))
 
 async def test_inference_sdk_client(inference_sdk_path: Path, aiohttp_client: ClientFactory,
                                     settings: Settings) -> None:
-    keyed = settings.model_copy(update={"auth": settings.auth.model_copy(update={"api_keys": ["rf-secret"]})})
-    core = Core(keyed)
-    await core.start()
-    try:
+    async with running(tuned(settings, auth={"api_keys": ["rf-secret"]})) as core:
         client = await aiohttp_client(create_app(core, CODEPROJECT))
         api_url = str(client.make_url("")).rstrip("/")
         proc = await asyncio.create_subprocess_exec(
@@ -220,8 +191,6 @@ async def test_inference_sdk_client(inference_sdk_path: Path, aiohttp_client: Cl
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-3000:]
         answer = json.loads(out.decode().strip().splitlines()[-1])
-    finally:
-        await core.close()
     result = answer["result"]
     _check(result)
     assert {"dog", "bicycle", "car"} <= set(_labels(result))

@@ -4,52 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
-from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
 from perch.daemon.logs import LOG_RING
 from perch.daemon.version import version_info
 
-from conftest import image_bytes
+from conftest import form, image_bytes, post_json
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
 DETECTION = "/v1/settings/ObjectDetectionPerch"
 
 
-@pytest.fixture
-async def cp(aiohttp_client: ClientFactory, core: Core) -> TestClient:
-    return await aiohttp_client(create_app(core, CODEPROJECT))
-
-
-@pytest.fixture
-async def ds(aiohttp_client: ClientFactory, core: Core) -> TestClient:
-    return await aiohttp_client(create_app(core, DEEPSTACK))
-
-
-def image_form(name: str = "dog_bicycle_car.jpg") -> FormData:
-    fd = FormData()
-    fd.add_field("image", image_bytes(name), filename="x.jpg", content_type="image/jpeg")
-    return fd
-
-
 async def detect(client: TestClient) -> dict[str, Any]:
-    body = dict(await (await client.post("/v1/vision/detection", data=image_form())).json())
+    body = await post_json(client, "/v1/vision/detection", form(image_bytes("dog_bicycle_car.jpg"), filename="x.jpg"))
     assert body["success"], body
     return body
 
 
 async def set_(client: TestClient, path: str, name: str, value: str) -> dict[str, Any]:
-    resp = await client.post(path, data={"name": name, "value": value})
-    assert resp.status == 200
-    return dict(await resp.json())
+    return await post_json(client, path, {"name": name, "value": value})
 
 
 async def test_get_settings(cp: TestClient) -> None:
