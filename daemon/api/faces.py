@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 
 from ..core import Core
 from ..store import StoreError, check_userid
-from ..vision.faces import Face, FaceTask, NoFaceError, get_face_task
+from ..vision.faces import Face, FaceResult, FaceTask, NoFaceError, get_face_task
 from .common import CORE, ApiError, Module, parse_fraction, read_form, task_response
 
 MODULE_ID = "FaceProcessing"
@@ -26,18 +27,28 @@ def _box(face: Face) -> dict[str, int]:
     return {"x_min": face.x_min, "y_min": face.y_min, "x_max": face.x_max, "y_max": face.y_max}
 
 
-async def detect(request: web.Request) -> web.Response:
-    started = time.perf_counter()
+async def _photo(request: web.Request) -> tuple[Core, FaceTask, bytes, float]:
+    """What detect and recognize read: one photo, min_confidence (the faces default when absent) and the task."""
     core = request.app[CORE]
     form = await read_form(request)
     image = form.require_file("image")
     min_conf = parse_fraction(form.get("min_confidence"), core.settings.faces.min_confidence)
-    task = await face_task(core)
+    return core, await face_task(core), image, min_conf
+
+
+def _found(request: web.Request, started: float, command: str, task: FaceTask, result: FaceResult,
+           preds: list[dict[str, Any]], message: str) -> web.Response:
+    return task_response(request, started, FACES, command, task.inference_device, inference_ms=result.inference_ms,
+                         process_ms=result.process_ms, message=message, count=len(preds), predictions=preds)
+
+
+async def detect(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    _, task, image, min_conf = await _photo(request)
     result = await task.detect(image, min_conf)
     preds = [{"label": "face", "confidence": round(f.confidence, 4), **_box(f)} for f in result.faces]
     message = f"Found {len(preds)} face{'s' if len(preds) != 1 else ''}" if preds else "No faces found"
-    return task_response(request, started, FACES, "detect", task.inference_device, inference_ms=result.inference_ms,
-                         process_ms=result.process_ms, message=message, count=len(preds), predictions=preds)
+    return _found(request, started, "detect", task, result, preds, message)
 
 
 async def register(request: web.Request) -> web.Response:
@@ -74,11 +85,7 @@ async def register(request: web.Request) -> web.Response:
 
 async def recognize(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    core = request.app[CORE]
-    form = await read_form(request)
-    image = form.require_file("image")
-    min_conf = parse_fraction(form.get("min_confidence"), core.settings.faces.min_confidence)
-    task = await face_task(core)
+    core, task, image, min_conf = await _photo(request)
     gallery = await asyncio.to_thread(core.store.gallery)
     result = await task.recognize(image, gallery, min_conf)
     preds = [{"userid": m.userid, "label": m.userid, "confidence": round(m.confidence, 4), **_box(m.face)}
@@ -90,8 +97,7 @@ async def recognize(request: web.Request) -> web.Response:
         message = "Found " + ", ".join(dict.fromkeys(known))
     else:
         message = f"Found {len(preds)} unknown face{'s' if len(preds) != 1 else ''}"
-    return task_response(request, started, FACES, "recognize", task.inference_device, inference_ms=result.inference_ms,
-                         process_ms=result.process_ms, message=message, count=len(preds), predictions=preds)
+    return _found(request, started, "recognize", task, result, preds, message)
 
 
 async def match(request: web.Request) -> web.Response:
