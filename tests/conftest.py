@@ -125,8 +125,9 @@ async def image_host(aiohttp_server: ServerFactory) -> TestServer:
 # ---- requests ----------------------------------------------------------------------------------------------------
 
 def form(files: bytes | Mapping[str, bytes] | None = None, /, *, field: str = "image", filename: str = "{field}.jpg",
-         content_type: str = "image/jpeg", **fields: Any) -> FormData:
-    """A multipart form as clients send it: the files first (bare bytes go in `field`), then `fields` as text."""
+         content_type: str | None = "image/jpeg", **fields: Any) -> FormData:
+    """A multipart form as clients send it: the files first (bare bytes go in `field`), then `fields` as text.
+    content_type=None leaves the parts untyped (aiohttp then says application/octet-stream)."""
     fd = FormData()
     uploads = {field: files} if isinstance(files, bytes) else dict(files or {})
     for name, data in uploads.items():

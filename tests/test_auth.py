@@ -6,38 +6,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from dialect_clients import curl_json
 
-from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
+from perch.daemon.api.common import CODEPROJECT
 from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
 
-from conftest import IMAGES, ClientFactory, image_bytes, running, tuned
+from conftest import IMAGES, ClientFactory, core_settings, image_bytes, running, tuned
 
 KEY = "k3y-Sw0rdfish-0123456789"
 OTHER_KEY = "second-key-for-the-garage"
 
 
 @pytest.fixture
-async def keyed_core(settings: Settings) -> AsyncIterator[Core]:
-    async with running(tuned(settings, auth={"api_keys": [KEY, OTHER_KEY]})) as core:
-        yield core
-
-
-@pytest.fixture
-async def cp(aiohttp_client: ClientFactory, keyed_core: Core) -> TestClient:
-    return await aiohttp_client(create_app(keyed_core, CODEPROJECT))
-
-
-@pytest.fixture
-async def ds(aiohttp_client: ClientFactory, keyed_core: Core) -> TestClient:
-    return await aiohttp_client(create_app(keyed_core, DEEPSTACK))
+def settings(settings: Settings) -> Settings:
+    """Every daemon here has two API keys, except the one test_off_by_default starts."""
+    return tuned(settings, auth={"api_keys": [KEY, OTHER_KEY]})
 
 
 def _image_form(field: str = "image", **fields: str) -> FormData:
@@ -48,14 +38,15 @@ def _image_form(field: str = "image", **fields: str) -> FormData:
     return fd
 
 
-async def test_off_by_default(aiohttp_client: ClientFactory, core: Core) -> None:
-    client = await aiohttp_client(create_app(core, CODEPROJECT))
-    body = await (await client.post("/v1/vision/detection", data=_image_form())).json()
-    assert body["success"] is True and body["predictions"][0]["label"] == "dog"
-    resp = await client.post("/v1/predict/default", data=_image_form())
-    assert resp.status == 200
-    resp = await client.post("/default/1", data=base64.b64encode(image_bytes("pets.jpg")).decode())
-    assert resp.status == 200
+async def test_off_by_default(aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    async with running(core_settings(tmp_path)) as core:
+        client = await aiohttp_client(create_app(core, CODEPROJECT))
+        body = await (await client.post("/v1/vision/detection", data=_image_form())).json()
+        assert body["success"] is True and body["predictions"][0]["label"] == "dog"
+        resp = await client.post("/v1/predict/default", data=_image_form())
+        assert resp.status == 200
+        resp = await client.post("/default/1", data=base64.b64encode(image_bytes("pets.jpg")).decode())
+        assert resp.status == 200
 
 
 async def test_codeproject_listener(cp: TestClient) -> None:
@@ -151,10 +142,10 @@ async def test_form_key_on_other_codeproject_routes(cp: TestClient) -> None:
     assert body["success"] is True and "grace" in body["faces"]
 
 
-async def test_secrets_never_logged(aiohttp_client: ClientFactory, keyed_core: Core,
+async def test_secrets_never_logged(aiohttp_client: ClientFactory, core: Core,
                                     caplog: pytest.LogCaptureFixture) -> None:
     # As run_daemon serves: no aiohttp access log (it would print query strings), only perch's own line.
-    server = TestServer(create_app(keyed_core, CODEPROJECT))
+    server = TestServer(create_app(core, CODEPROJECT))
     await server.start_server(access_log=None)
     cp = await aiohttp_client(server)
     caplog.set_level(logging.DEBUG)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from perch.daemon.config import Settings
 
-from conftest import IMAGES, image_bytes, tuned
+from conftest import IMAGES, form, image_bytes, tuned
 
 FACES = IMAGES / "faces"
 
@@ -26,6 +26,12 @@ def settings(settings: Settings) -> Settings:
     # YOLOX (not the CPU default SSD) so that the seed's threshold=0.9 still leaves a tag on the shared photos;
     # URL fetching on, allowed for the local image server.
     return tuned(settings, detection={"model": "yolox_nano"}, fetch={"enabled": True, "allow": ["127.0.0.1"]})
+
+
+async def _recog(client: TestClient, photo: bytes, filename: str, **fields: str) -> dict[str, Any]:
+    """POST /recog with the photo uploaded in `file`, then the fields."""
+    resp = await client.post("/recog", data=form({"file": photo}, filename=filename, content_type=None, **fields))
+    return dict(await resp.json())
 
 
 def _container(body: dict[str, Any], modelid: str, original: str) -> dict[str, Any]:
@@ -57,11 +63,7 @@ async def test_seed_multi_object_lang_de(cp: TestClient) -> None:
 
 
 async def test_multi_object_english_one_tag_per_label(cp: TestClient) -> None:
-    fd = FormData()
-    fd.add_field("file", image_bytes("kite_and_cold.jpg"), filename="kites.jpg")
-    fd.add_field("model", "1")
-    fd.add_field("threshold", "0.3")
-    body = await (await cp.post("/recog", data=fd)).json()
+    body = await _recog(cp, image_bytes("kite_and_cold.jpg"), "kites.jpg", model="1", threshold="0.3")
     names = [t["name"] for t in body["results"]["tags"]]
     assert {"person", "kite"} <= set(names) and len(names) == len(set(names))
     values = [float(t["value"]) for t in body["results"]["tags"]]
@@ -77,11 +79,7 @@ async def test_seed_food(cp: TestClient) -> None:
     results = _container(body, "2", "hot_dog.jpg")
     assert [t["name"] for t in results["tags"]] == ["Hotdog"]
     # Only food: the dining table below it is not a tag, whatever the threshold.
-    fd = FormData()
-    fd.add_field("file", image_bytes("hot_dog.jpg"), filename="hot_dog.jpg")
-    fd.add_field("model", "2")
-    fd.add_field("threshold", "0.2")
-    body = await (await cp.post("/recog", data=fd)).json()
+    body = await _recog(cp, image_bytes("hot_dog.jpg"), "hot_dog.jpg", model="2", threshold="0.2")
     assert "dining table" not in [t["name"] for t in body["results"]["tags"]]
     assert "hot dog" in [t["name"] for t in body["results"]["tags"]]
 
@@ -106,10 +104,7 @@ async def test_seed_celebrity_from_face_store(cp: TestClient) -> None:
     assert 0 <= tag["left"] < tag["right"] <= 1 and 0 <= tag["top"] < tag["bottom"] <= 1
     assert tag["idents"][0]["name"] == "barack obama" and tag["idents"][0]["value"] > 0.67
     # Both registered people in one photo; nobody registered in the kite photo.
-    fd = FormData()
-    fd.add_field("file", (FACES / "test_obama_and_biden.jpg").read_bytes(), filename="both.jpg")
-    fd.add_field("model", "3")
-    body = await (await cp.post("/recog", data=fd)).json()
+    body = await _recog(cp, (FACES / "test_obama_and_biden.jpg").read_bytes(), "both.jpg", model="3")
     assert {t["idents"][0]["name"] for t in body["results"]["tags"]} == {"barack obama", "joe biden"}
 
 
@@ -152,11 +147,7 @@ async def test_face_ai_images(cp: TestClient, facemode: str) -> None:
 
 
 async def test_face_ai_jsonimage_and_v4(cp: TestClient) -> None:
-    fd = FormData()
-    fd.add_field("file", image_bytes("grace_hopper.bmp"), filename="grace.bmp")
-    fd.add_field("model", "4")
-    fd.add_field("mode", "jsonimage")
-    body = await (await cp.post("/recog", data=fd)).json()
+    body = await _recog(cp, image_bytes("grace_hopper.bmp"), "grace.bmp", model="4", mode="jsonimage")
     assert body["results"]["totalfaces"] == 1
     assert Image.open(io.BytesIO(base64.b64decode(body["results"]["image"]))).format == "JPEG"
     # Face AI v4, as in the seed: threshold 0.5, normalised boxes.
