@@ -52,9 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if missing:
         log.warning("default model files missing in %s: %s — fetch them with `perchd models pull`"
                     " (or set PERCHD_MODEL_DIR to a folder that has them)", settings.model_dir, ", ".join(missing))
-    from .app import run_daemon
+    from .app import ListenError, run_daemon
 
-    run_loop(run_daemon(settings))
+    try:
+        run_loop(run_daemon(settings))
+    except ListenError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 

@@ -20,6 +20,10 @@ from .core import Core
 log = logging.getLogger("perch.app")
 
 
+class ListenError(Exception):
+    """The main listener could not bind; the message says which address and how to change it."""
+
+
 def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     """One listener's app. Both listeners share the Core (models, queues); only error semantics differ."""
     # Base64 bodies (Roboflow) are a third larger than the image they carry.
@@ -91,14 +95,26 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
 
     runners: list[web.AppRunner] = []
     try:
+        bound: list[int] = []
         for app, port in listeners:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
             semantics = app[SEMANTICS]
+            try:
+                await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
+            except OSError as exc:
+                if app is main_app:
+                    raise ListenError(f"cannot listen on {settings.host}:{port}: {exc.strerror or exc}"
+                                      " (set `port` / PERCHD_PORT / --port)") from exc
+                # The legacy DeepStack port is a convenience: the main API keeps serving without it.
+                log.error("cannot listen on %s:%d for DeepStack clients: %s; continuing without it"
+                          " (set legacy_port / PERCHD_LEGACY_PORT, 0 disables)", settings.host, port,
+                          exc.strerror or exc)
+                continue
+            bound.append(port)
             log.info("listening on %s:%d (%s semantics)", settings.host, port, semantics)
-        ports = ", ".join(str(p) for _, p in listeners)
+        ports = ", ".join(str(p) for p in bound)
         log.info("perchd ready")
         core.notifier.ready(f"serving on port(s) {ports}")
         await stop.wait()

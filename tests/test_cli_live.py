@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -112,3 +113,26 @@ def test_run_without_models_says_how_to_pull(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert "perchd models pull" in err
+
+
+def test_busy_ports(tmp_path: Path) -> None:
+    """A taken legacy port is logged and skipped; a taken main port is one clear error and exit code 1."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        port = free_port()
+        env = _env(tmp_path, PERCHD_LEGACY_PORT=str(taken), PERCHD_HOST="127.0.0.1")
+        proc = subprocess.Popen([sys.executable, "-m", "perch.daemon", "run", "--port", str(port)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_ping(port, proc)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=20)
+        assert f"cannot listen on 127.0.0.1:{taken} for DeepStack clients" in err
+        env = _env(tmp_path, PERCHD_LEGACY_PORT="0", PERCHD_HOST="127.0.0.1")
+        proc2 = subprocess.run([sys.executable, "-m", "perch.daemon", "run", "--port", str(taken)], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert proc2.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{taken}" in proc2.stderr and "Traceback" not in proc2.stderr
