@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -71,6 +72,11 @@ def class_numbers(model: LoadedModel) -> dict[str, int]:
     return _class_numbers(tuple(model.detector.labels))
 
 
+def label_numbers(labels: Sequence[str]) -> dict[str, int]:
+    """class_numbers for a label list, for answers about a model that need not be loaded."""
+    return _class_numbers(tuple(labels))
+
+
 @cache
 def _class_numbers(labels: tuple[str, ...]) -> dict[str, int]:
     real = [label for label in labels if label not in ("n/a", "???", "")]
@@ -93,4 +99,4 @@ def failure(request: web.Request, exc: Exception) -> tuple[int, str]:
 
 
 __all__ = ["ModelUnavailable", "UnknownModel", "class_numbers", "decode", "detect_bytes", "detect_frame", "failure",
-           "fetch", "get_model", "resolve_model_id"]
+           "fetch", "get_model", "label_numbers", "resolve_model_id"]

@@ -8,6 +8,12 @@ what Roboflow's inference-sdk sends), classes (comma list), format=json|image|im
 Answer: {time, image: {width, height}, predictions: [{x, y, width, height, confidence, class, class_id,
 detection_id}]} with x, y the box centre in pixels; format=image answers an annotated JPEG, image_and_json adds it
 in base64 as `visualization`. A bad key is 403 {"Message": "User is not authorized to access this resource"}.
+
+Roboflow's `roboflow` pip package reads its management API (at its `API_URL`) before it predicts; a read-only
+slice of it lives under /roboflow so the package runs with API_URL=http://<perch>/roboflow and
+OBJECT_DETECTION_URL=http://<perch>: `POST /roboflow/` (the key check, naming the workspace), `GET
+/roboflow/<workspace>` (its projects: the manifest's detection models) and `GET /roboflow/<workspace>/<project>`
+(the project and its versions 1..MAX_VERSIONS; the package picks the one it was asked for from that list).
 """
 
 from __future__ import annotations
@@ -27,7 +33,20 @@ from ..vision.detect import DetectResult
 from ..vision.types import Detection
 from . import auth
 from .common import CORE, ApiError, json_response, parse_number, read_form
-from .dialects import class_numbers, decode, detect_bytes, detect_frame, failure, fetch, get_model
+from .dialects import (
+    ModelUnavailable,
+    UnknownModel,
+    class_numbers,
+    decode,
+    detect_bytes,
+    detect_frame,
+    detection_model_ids,
+    failure,
+    fetch,
+    get_model,
+    label_numbers,
+    resolve_model_id,
+)
 
 NAME = "roboflow"
 NOT_AUTHORIZED = "User is not authorized to access this resource"
@@ -153,8 +172,106 @@ async def infer(request: web.Request) -> web.StreamResponse:
     return json_response(payload)
 
 
+# ---- management API: what the `roboflow` package reads before it predicts ----------------------------------------
+
+API_NAME = "roboflow-api"
+API_PREFIX = "/roboflow"
+WORKSPACE = "perch"
+# The package lists a project's versions and picks the number it was given; a list cannot hold every positive
+# integer, so it holds the first hundred (the inference route itself takes any).
+MAX_VERSIONS = 100
+OBJECT_DETECTION = "object-detection"
+EMPTY_SPLITS = {"train": 0, "valid": 0, "test": 0}
+
+
+def _api_error(message: str, status: int) -> web.Response:
+    return json_response({"error": {"message": message, "status": status}}, status)
+
+
+def _api_refusal(request: web.Request, message: str, status: int) -> web.Response:
+    # 401 rather than the inference route's 403: the package's key check stops at once on a 401 and retries
+    # anything else five times, a second apart, before a misleading "error validating the api key".
+    if status in (401, 403):
+        return _api_error(NOT_AUTHORIZED, 401)
+    return _api_error(message, status)
+
+
+def _hex(label: str) -> str:
+    b, g, r = color_for(label)
+    return f"#{r:02X}{g:02X}{b:02X}"
+
+
+async def _project(request: web.Request, workspace: str, name: str, *, strict: bool = True) -> dict[str, Any]:
+    """A manifest detection model (or `default`) as a Roboflow project: its labels are the classes. `strict=False`
+    lists a model whose label file is missing with no classes, instead of failing the whole workspace listing."""
+    core = request.app[CORE]
+    model_id = resolve_model_id(core, name)
+    try:
+        labels = await asyncio.to_thread(core.registry.labels, model_id)
+    except ModelUnavailable:
+        if strict:
+            raise
+        labels = []
+    numbered = label_numbers(labels)
+    created = int(core.started)
+    return {
+        "id": f"{workspace}/{name}", "name": core.manifest.models[model_id].name, "type": OBJECT_DETECTION,
+        "annotation": name, "created": created, "updated": created, "public": False, "images": 0, "unannotated": 0,
+        "splits": EMPTY_SPLITS, "versions": MAX_VERSIONS,
+        # Roboflow counts annotations per class; a model has none, so the counts are 0 (in class-number order).
+        "classes": dict.fromkeys(numbered, 0), "colors": {label: _hex(label) for label in numbered},
+    }
+
+
+def _version(project: dict[str, Any], number: int) -> dict[str, Any]:
+    slug = project["id"].rsplit("/", 1)[1]
+    return {
+        "id": f"{project['id']}/{number}", "name": project["name"], "version": str(number),
+        "created": project["created"], "images": 0, "splits": EMPTY_SPLITS, "augmentation": {},
+        # No resize: the package would shrink the photo before sending it and scale the boxes back.
+        "preprocessing": {}, "exports": [],
+        "model": {"id": f"{slug}/{number}", "name": project["name"], "type": OBJECT_DETECTION},
+    }
+
+
+@auth.dialect(API_NAME)
+async def api_key_check(request: web.Request) -> web.Response:
+    """`POST <API_URL>/?api_key=…`: Roboflow(api_key=…) learns its workspace here."""
+    return json_response({"welcome": "Perch answers the Roboflow API for the roboflow package.",
+                          "workspace": WORKSPACE})
+
+
+@auth.dialect(API_NAME)
+async def api_workspace(request: web.Request) -> web.Response:
+    workspace = request.match_info["workspace"]
+    core = request.app[CORE]
+    projects = [await _project(request, workspace, mid, strict=False) for mid in detection_model_ids(core)]
+    return json_response({"workspace": {"name": workspace, "url": workspace, "members": [], "projects": projects}})
+
+
+@auth.dialect(API_NAME)
+async def api_project(request: web.Request) -> web.Response:
+    workspace = request.match_info["workspace"]
+    try:
+        project = await _project(request, workspace, request.match_info["project"])
+    except (UnknownModel, ModelUnavailable) as exc:
+        status, message = failure(request, exc)
+        return _api_error(message, status)
+    return json_response({
+        "workspace": {"name": workspace, "url": workspace, "members": []},
+        "project": project,
+        "versions": [_version(project, n) for n in range(1, MAX_VERSIONS + 1)],
+    })
+
+
 def add_routes(app: web.Application) -> None:
     auth.install(app)
     auth.register_refusal(NAME, _refusal)
+    auth.register_refusal(API_NAME, _api_refusal)
+    # Read-only; GET (and the key check's POST on the bare prefix) cannot meet the POST catch-all below.
+    app.router.add_post(f"{API_PREFIX}/", api_key_check)
+    app.router.add_post(API_PREFIX, api_key_check)
+    app.router.add_get(f"{API_PREFIX}/{{workspace}}", api_workspace)
+    app.router.add_get(f"{API_PREFIX}/{{workspace}}/{{project}}", api_project)
     # Registered last (see app.dialect_modules): this pattern would otherwise shadow two-segment routes.
     app.router.add_post(r"/{dataset}/{version:\d+}", infer)
