@@ -34,9 +34,9 @@ from .common import CORE, ApiError, Handler, error_response, read_form
 OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token"})
 # Requests on these paths are not "API requests with a result object": they cost no credit.
 UNBILLED_PREFIXES = ("/v1/status/", "/v1/server/", "/v1/user/", "/v1/log/", "/v1/module/", "/v1/settings/",
-                     "/v1/train/", "/metrics")
+                     "/v1/train/", "/metrics", "/roboflow/")
 KEY_FIELDS = ("api_key", "apikey")
-# Dialects whose clients put the key in the form body (the body is buffered and replayed to read it).
+# Dialects whose clients put the key in the form body (read from the form parsed once per request).
 FORM_KEY_DIALECTS = frozenset({"codeproject", "raypack"})
 CODEPROJECT = "codeproject"
 
