@@ -169,21 +169,26 @@ class WorkerPool:
                 job.loop.call_soon_threadsafe(_set_exception, job.future, QueueTimeout("waited too long"))
                 continue
             self.busy_since[index] = start = time.monotonic()
+            deliver: Callable[[asyncio.Future[Any], Any], None]
             try:
-                result = job.fn(session)
-            except Exception as exc:  # delivered to the awaiting request, never kills the worker
-                self.stats.failed += 1
-                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
-            else:
+                outcome: Any = job.fn(session)
+                deliver = _set_result
                 self.stats.processed += 1
-                job.loop.call_soon_threadsafe(_set_result, job.future, result)
-            finally:
-                elapsed = (time.monotonic() - start) * 1000
-                self.stats.busy_ms_total += elapsed
-                self.stats.recent_ms.append(elapsed)
-                self.busy_since[index] = None
-                if self._on_job_done is not None:
-                    self._on_job_done()
+            except Exception as exc:  # delivered to the awaiting request, never kills the worker
+                outcome, deliver = exc, _set_exception
+                self.stats.failed += 1
+            elapsed = (time.monotonic() - start) * 1000
+            self.stats.busy_ms_total += elapsed
+            self.stats.recent_ms.append(elapsed)
+            self.busy_since[index] = None
+            if self._on_job_done is not None:
+                self._on_job_done()
+            with self._cv:
+                # Back on top of the idle stack before the caller hears the answer: its next request (often
+                # sent at once) then comes to this warm worker, not to one that has been idle longer.
+                if index not in self._idle:
+                    self._idle.append(index)
+                job.loop.call_soon_threadsafe(deliver, job.future, outcome)
 
     def stuck_for(self) -> float:
         """Seconds the longest-running current job has been running (0 when all workers are idle)."""
