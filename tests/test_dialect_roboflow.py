@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 
 from conftest import IMAGES, ClientFactory, image_bytes, running, tuned
+from helpers.client_packages import install_client
 
 # Roboflow's client, installed without its dependency tree: its pins (opencv-python, numpy<2.4, supervision's
 # matplotlib) would replace the project's OpenCV and numpy. These are the modules it imports at run time.
@@ -152,14 +152,7 @@ async def test_errors(cp: TestClient) -> None:
 
 @pytest.fixture(scope="session")
 def inference_sdk_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("inference-sdk")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                           "--target", str(target), *SDK_PACKAGES], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"installing inference-sdk failed: {proc.stderr[-2000:]}")
-        pytest.skip(f"inference-sdk could not be installed (offline?): {proc.stderr.strip()[-300:]}")
-    return target
+    return install_client(tmp_path_factory.mktemp("inference-sdk"), "inference-sdk", SDK_PACKAGES)
 
 
 SDK_SCRIPT = """

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 
 from conftest import IMAGES, ClientFactory, running, tuned
+from helpers.client_packages import install_client
 
 KEY = "rf-secret"  # the package treats a key with no lowercase letter as a sign-up placeholder (see README)
 # The package without its dependency tree (its pins would replace the project's OpenCV and numpy), plus the few
@@ -46,14 +46,7 @@ RUNNER = "import runpy, sys; sys.path.append(sys.argv[1]); runpy.run_path(sys.ar
 
 @pytest.fixture(scope="session")
 def roboflow_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("roboflow-pkg")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                           "--target", str(target), *PACKAGES], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"installing the roboflow package failed: {proc.stderr[-2000:]}")
-        pytest.skip(f"the roboflow package could not be installed (offline?): {proc.stderr.strip()[-300:]}")
-    return target
+    return install_client(tmp_path_factory.mktemp("roboflow-pkg"), "the roboflow package", PACKAGES)
 
 
 @pytest.fixture
