@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes.util
 import gc
-import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +27,8 @@ from perch.accelerators.base import (
     get_backend,
 )
 
-SHARED = Path(os.environ.get("PERCHD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-MODELS = Path(os.environ.get("PERCHD_MODEL_DIR", SHARED / "models"))
+from conftest import MODELS
+
 RKNN_MODEL = MODELS / "rknn" / "yolox_nano_rk3588_fp16.rknn"
 YOLOX_ONNX = MODELS / "detection" / "yolox_nano.onnx"
 EDGETPU_MODEL = MODELS / "edgetpu" / "yolov8n_full_integer_quant_edgetpu.tflite"

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from perch.daemon.vision.decoders import Candidates, decode_yolov8, decode_yolox, get_decoder
+from perch.daemon.vision.detect import nms as detect_nms
 from perch.daemon.vision.zoo_decoders import (
     YOLOV5_ANCHORS,
     decode_rknn_yolov5,
@@ -25,9 +25,9 @@ from perch.daemon.vision.zoo_decoders import (
     decode_rknn_yolox,
 )
 
-SHARED = Path(os.environ.get("PERCHD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-MODELS = Path(os.environ.get("PERCHD_MODEL_DIR", SHARED / "models"))
-PHOTO = SHARED / "images" / "dog_bicycle_car.jpg"
+from conftest import IMAGES, MODELS
+
+PHOTO = IMAGES / "dog_bicycle_car.jpg"
 YOLOX = MODELS / "detection" / "yolox_nano.onnx"
 YOLOV8 = MODELS / "detection" / "yolov8n_full_integer_quant.tflite"
 # COCO-80 names in model order: the 90-id SSD label file without its unused ("n/a") ids.
@@ -54,10 +54,8 @@ def letterbox(bgr: np.ndarray, size: int, center: bool) -> np.ndarray:
 
 
 def nms(c: Candidates, iou: float = 0.45) -> list[tuple[str, float, np.ndarray]]:
-    xywh = np.concatenate([c.boxes[:, :2], c.boxes[:, 2:] - c.boxes[:, :2]], axis=1)
-    kept = np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), c.scores.tolist(), c.class_ids.tolist(), 0.0, iou))
-    kept = kept.reshape(-1)[np.argsort(-c.scores[kept.reshape(-1)])] if kept.size else kept.reshape(-1)
-    return [(COCO80[int(c.class_ids[i])], float(c.scores[i]), c.boxes[i]) for i in kept]
+    """The daemon's own class-aware NMS, with the kept boxes labelled."""
+    return [(COCO80[int(c.class_ids[i])], float(c.scores[i]), c.boxes[i]) for i in detect_nms(c, iou)]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
