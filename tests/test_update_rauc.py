@@ -24,8 +24,12 @@ from perch.daemon.update.errors import UpdateError
 from perch.daemon.update.installer import Reporter, install
 from perch.daemon.update.service import UpdateService, for_core
 
-from helpers.rauc_fixtures import Bundles, bundles, file_server, keys, needs_rauc, rauc, update_settings  # noqa: F401
+from helpers import rauc_fixtures
+from helpers.rauc_fixtures import Bundles, file_server, needs_rauc, update_settings
 from helpers.rauc_system import RaucSystem
+
+# Fixtures shared with the other update tests, used by name.
+keys, bundles, rauc = rauc_fixtures.keys, rauc_fixtures.bundles, rauc_fixtures.rauc
 
 pytestmark = needs_rauc
 PERCHD = str(Path(sys.executable).parent / "perchd")

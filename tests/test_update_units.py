@@ -190,7 +190,8 @@ def test_home_assistant_state_never_has_nulls_where_strings_belong() -> None:
     latest = Release(version="2.0.0", url="https://x/b.raucb", notes_url="https://x/2.0.0.html", summary="New")
     s = state_payload("1.0.0", latest, None, True, 42)
     check_state(s)
-    assert s["latest_version"] == "2.0.0" and s["release_url"] == "https://x/2.0.0.html" and s["update_percentage"] == 42
+    assert s["latest_version"] == "2.0.0" and s["release_url"] == "https://x/2.0.0.html"
+    assert s["update_percentage"] == 42
     r = _record(rec.ROLLED_BACK)
     s = state_payload("1.0.0", None, r, False, None)
     check_state(s)

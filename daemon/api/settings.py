@@ -128,8 +128,8 @@ async def update_available(request: web.Request) -> web.Response:
     message = f"You have the latest version known here ({VERSION})"
     if image.get("updateAvailable"):
         message = f"Perch {image['latest_image_version']} is available (installed: {image.get('image_version')})"
-    return json_response(envelope(request, started, message=message, version=info, current=info, latest=info,
-                                  updateAvailable=False, **image))
+    fields = {"version": info, "current": info, "latest": info, "updateAvailable": False, **image}
+    return json_response(envelope(request, started, message=message, **fields))
 
 
 async def training(request: web.Request) -> web.Response:
