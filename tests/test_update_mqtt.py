@@ -7,6 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from perch.daemon.mqtt.publisher import MqttPublisher
 from perch.daemon.update import record as rec
 from perch.daemon.update.service import UpdateService
 
+from conftest import MODELS, free_port
 from helpers import rauc_fixtures
 from helpers.ha_update_schema import check_discovery, check_state
 from helpers.mosquitto import Mosquitto, mosquitto_available
@@ -188,3 +194,44 @@ async def test_a_garbage_feed_is_shown_on_the_entity(tmp_path: Path, rauc: RaucS
     check_state(failed[-1])
     assert not (tmp_path / "state" / rec.RECORD_FILE).exists()  # nothing was installed, nothing recorded
     assert d.publisher.connected
+
+
+def test_perchd_run_reports_a_rollback_at_start(tmp_path: Path, rauc: RaucSystem, broker: Mosquitto,
+                                                sub: Subscriber) -> None:
+    """The wiring in the real daemon: `perchd run` after a reboot that fell back to the old slot."""
+    state = tmp_path / "state"
+    rec.save(state, rec.UpdateRecord(state=rec.PENDING, target_slot="rootfs.1", target_bootname="B",
+                                     target_version="2.0.0", from_slot="rootfs.0", from_bootname="A",
+                                     from_version="1.0.0", source="perch-2.0.0-arm64.raucb", started=rec.now(),
+                                     boot_id="the boot before", finished=rec.now()))
+    config = tmp_path / "perchd.yaml"
+    config.write_text(f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}\n"
+                      f"update: {{release_file: {rauc.release_file}}}\n")
+    port = free_port()
+    env = dict(os.environ, **rauc.env, PERCHD_CONFIG=str(config), PERCHD_MODEL_DIR=str(MODELS),
+               PERCHD_STATE_DIR=str(state), PERCHD_LEGACY_PORT="0", PERCHD_HOST="127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "perch.daemon", "run", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        back = wait_sync(lambda: [s for s in states(sub) if s["release_summary"].startswith("rolled back")], 90,
+                         "rollback on the entity")
+        assert back[-1]["release_summary"].startswith("rolled back: 2.0.0 did not start, running 1.0.0")
+        assert check_discovery(CONFIG, last(sub, CONFIG).json()).command_topic is None  # type: ignore[union-attr]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/update", timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["success"] and body["update"]["last_update"]["result"] == "rolled back"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "update: rolled back: 2.0.0 did not start, running 1.0.0" in err  # and in the log
+
+
+def wait_sync(pred: Any, timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -206,3 +206,15 @@ def test_discovery_has_a_command_topic_only_when_installs_are_allowed() -> None:
     assert "command_topic" not in discovery_payload("perch", False)
     allowed = discovery_payload("perch", True)
     assert allowed["command_topic"] == "perch/update/install" and allowed["payload_install"] == "install"
+
+
+def test_no_update_entity_on_a_pip_install(tmp_path: Path) -> None:
+    from perch.daemon.update.service import UpdateService
+
+    class NoPublisher:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"a pip install must not add an update entity ({name})")
+
+    service = UpdateService(Settings(state_dir=tmp_path, update={"release_file": tmp_path / "missing"}))
+    service.attach_mqtt(NoPublisher())
+    assert service.entity is None

@@ -122,7 +122,11 @@ class UpdateService:
     # -- Home Assistant -----------------------------------------------------------------------------------------
 
     def attach_mqtt(self, publisher: Any) -> None:
-        """Add the `update` entity to the daemon's MQTT publisher (called once MQTT runs)."""
+        """Add the `update` entity to the daemon's MQTT publisher (called once MQTT runs). Only on the SD image (its
+        release file exists) or where an update was recorded: a pip install has no image to update."""
+        if self.installed_version() is None and self.record is None:
+            log.debug("update: not a Perch image (%s missing): no update entity", self.cfg.release_file)
+            return
         self.entity = UpdateEntity(publisher, self.cfg.allow_mqtt_install, self._install_requested)
         self.entity.attach()
         self.publish()
