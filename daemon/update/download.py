@@ -6,6 +6,7 @@ checked when the release feed gave one, so RAUC never sees half a bundle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -93,7 +94,7 @@ async def download(url: str, state_dir: Path, progress: DownloadProgress | None 
         raise UpdateError("download", f"cannot download {url}: {exc.strerror or exc}") from exc
     except aiohttp.ClientError as exc:
         raise UpdateError("download", f"cannot download {url}: {exc or type(exc).__name__}") from exc
-    except TimeoutError as exc:
+    except asyncio.TimeoutError as exc:  # TimeoutError itself on 3.11+
         raise UpdateError("download", f"cannot download {url}: no data for {timeout_s:g} s") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):

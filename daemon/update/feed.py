@@ -13,6 +13,7 @@ The newest release is the highest version (see versions.py), whatever the order 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import urljoin
 
@@ -77,7 +78,7 @@ async def fetch_latest(feed_url: str, compatible: str | None = None, timeout_s: 
             if resp.status != 200:
                 raise UpdateError("feed", f"the release feed {feed_url} answered HTTP {resp.status}")
             body = await resp.content.read(MAX_FEED_BYTES + 1)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         raise UpdateError("feed", f"cannot read the release feed {feed_url}: {exc or type(exc).__name__}") from exc
     if len(body) > MAX_FEED_BYTES:
         raise UpdateError("feed", f"the release feed {feed_url} is larger than {MAX_FEED_BYTES // 1024} KiB")
