@@ -1,4 +1,4 @@
-"""`perchd` command line: run | hardware | models (list/verify/pull) | detect FILE | bench."""
+"""`perchd` command line: run | hardware | models (list/verify/pull) | detect FILE | bench | users | update."""
 
 from __future__ import annotations
 
@@ -250,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .accounts import configure_cli
 
     configure_cli(p)
+
+    p = sub.add_parser("update", help="update the SD-card image (RAUC): install FILE|URL|latest | status")
+    from .update.cli import configure_cli as configure_update_cli
+
+    configure_update_cli(p)
     return parser
 
 

@@ -16,6 +16,7 @@ from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
+from .update.service import update_lifecycle
 
 log = logging.getLogger("perch.app")
 
@@ -42,7 +43,7 @@ def dialect_modules() -> list[ModuleType]:
     import importlib
 
     modules: list[ModuleType] = [status, codeproject]
-    for name in ("ultralytics", "raypack", "rapyd", "roboflow"):
+    for name in ("ultralytics", "raypack", "rapyd", "update_status", "roboflow"):
         try:
             modules.append(importlib.import_module(f"{__package__}.api.{name}"))
         except ModuleNotFoundError as exc:
@@ -62,6 +63,8 @@ async def _cameras_lifecycle(app: web.Application) -> AsyncIterator[None]:
     async with run_cameras(core.settings, registry_detect(core.registry), hardware_info=core.hardware,
                            stats_provider=registry_stats(core.registry)) as cameras:
         core.cameras = cameras
+        if cameras.publisher is not None and core.update is not None:
+            core.update.attach_mqtt(cameras.publisher)  # Home Assistant's update entity (daemon/update)
         yield
         core.cameras = None
 
@@ -82,6 +85,7 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
     core = Core(settings)
     main_app = create_app(core, CODEPROJECT)
     main_app.cleanup_ctx.append(_core_lifecycle)
+    main_app.cleanup_ctx.append(update_lifecycle)  # before MQTT: its entity shows the last update's result
     main_app.cleanup_ctx.append(_cameras_lifecycle)
     listeners: list[tuple[web.Application, int]] = [(main_app, settings.port)]
     if settings.legacy_port and settings.legacy_port != settings.port:

@@ -86,6 +86,23 @@ class FetchSettings(Section):
     allow: list[str] = Field(default_factory=list)
 
 
+class UpdateSettings(Section):
+    # Release feed (a small JSON index, daemon/update/feed.py); None = the daemon never looks for updates online.
+    feed_url: str | None = None
+    check_interval_h: float = Field(24.0, gt=0, le=24 * 30)
+    # Home Assistant's "Install" button installs the feed's newest release; off unless the owner turns it on.
+    allow_mqtt_install: bool = False
+    # Written by image-build with VERSION=<image version>; absent on a pip install.
+    release_file: Path = Path("/usr/lib/perch/release")
+
+    @field_validator("feed_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("the release feed must be an http:// or https:// URL")
+        return value or None
+
+
 class Settings(Section):
     host: str = "0.0.0.0"
     port: int = Field(32168, ge=1, le=65535)
@@ -106,6 +123,7 @@ class Settings(Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
     # Camera and MQTT sections are validated by their own modules (daemon/cameras, daemon/mqtt).
     mqtt: dict[str, Any] | None = None
     cameras: list[dict[str, Any]] = Field(default_factory=list)

@@ -36,6 +36,7 @@ class Core:
         self.registry = ModelRegistry(settings, self.manifest, self.hardware, on_job_done=self._beat)
         self.ready = False
         self.cameras: Any = None  # CameraRuntime while cameras/MQTT run (daemon/cameras/runtime.py)
+        self.update: Any = None  # UpdateService (daemon/update/service.py), made on first use
         self._store: Store | None = None
         self.custom_model_ids: set[str] = set()
         self.custom_model_problems: dict[str, str] = {}

@@ -119,10 +119,17 @@ async def log_list(request: web.Request) -> web.Response:
 
 async def update_available(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    # Only the installed version is known: an appliance on a LAN never phones home to ask.
+    # Only the installed version is known: an appliance on a LAN never phones home to ask, unless the owner set
+    # update.feed_url (then the image's release feed answers; daemon/api/update_status.py).
+    from .update_status import update_available_fields
+
     info = version_info()
-    return json_response(envelope(request, started, message=f"You have the latest version known here ({VERSION})",
-                                  version=info, current=info, latest=info, updateAvailable=False))
+    image = await update_available_fields(request.app[CORE])
+    message = f"You have the latest version known here ({VERSION})"
+    if image.get("updateAvailable"):
+        message = f"Perch {image['latest_image_version']} is available (installed: {image.get('image_version')})"
+    fields = {"version": info, "current": info, "latest": info, "updateAvailable": False, **image}
+    return json_response(envelope(request, started, message=message, **fields))
 
 
 async def training(request: web.Request) -> web.Response:

@@ -16,7 +16,10 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return json_response({"success": True, "version": version_info(), "message": VERSION})
+    from .update_status import image_fields
+
+    return json_response({"success": True, "version": version_info(), "message": VERSION,
+                          **image_fields(request.app[CORE])})
 
 
 async def system_status(request: web.Request) -> web.Response:

@@ -43,6 +43,29 @@ def _title(label: str) -> str:
     return label[:1].upper() + label[1:]
 
 
+def box_device(cfg: MqttConfig, device: DeviceInfo) -> dict[str, Any]:
+    """The appliance device: box-level entities belong to it, camera devices hang off it (via_device)."""
+    node = cfg.effective_node_id
+    return {
+        "identifiers": [f"perch_{node}"],
+        "name": device.name if node == "perch" else f"{device.name} {node}",
+        "manufacturer": device.manufacturer,
+        "model": device.model,
+        "sw_version": device.sw_version,
+    }
+
+
+def box_entity(cfg: MqttConfig, device: DeviceInfo, component: str, object_id: str,
+               payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(config topic, config) for an entity of the box owned elsewhere in the daemon (the update entity), with
+    the same device, availability and unique_id scheme as the entities below."""
+    node = cfg.effective_node_id
+    object_id = slug(object_id)
+    config = {**payload, "unique_id": f"{node}_{object_id}", "device": box_device(cfg, device),
+              **_availability(Topics(cfg.topic_prefix), None)}
+    return f"{cfg.discovery_prefix}/{component}/{node}/{object_id}/config", config
+
+
 def discovery_configs(
     cfg: MqttConfig, cameras: Sequence[CameraConfig], device: DeviceInfo
 ) -> dict[str, dict[str, Any]]:
@@ -51,13 +74,7 @@ def discovery_configs(
     topics = Topics(cfg.topic_prefix)
     out: dict[str, dict[str, Any]] = {}
     root_id = f"perch_{node}"
-    root_device = {
-        "identifiers": [root_id],
-        "name": device.name if node == "perch" else f"{device.name} {node}",
-        "manufacturer": device.manufacturer,
-        "model": device.model,
-        "sw_version": device.sw_version,
-    }
+    root_device = box_device(cfg, device)
 
     def add(component: str, object_id: str, payload: dict[str, Any]) -> None:
         object_id = slug(object_id)

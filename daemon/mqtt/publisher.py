@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from ..cameras.config import CameraConfig
 from .config import MqttConfig
-from .discovery import DeviceInfo, discovery_configs, discovery_wildcard
+from .discovery import DeviceInfo, box_entity, discovery_configs, discovery_wildcard
 from .topics import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class MqttPublisher:
         self.dropped_events = 0
         self.last_error: str | None = None
         self._discovery = discovery_configs(cfg, self.cameras, self.device) if cfg.discovery else {}
+        self._commands: dict[str, Callable[[bytes], None]] = {}  # command topic -> handler (add_entity)
         self._client = self._make_client()
 
     # -- connection ---------------------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ class MqttPublisher:
             client.publish(topic, payload, qos=1, retain=True)
         if self.cfg.discovery:
             client.subscribe(f"{self.cfg.discovery_prefix}/{HA_STATUS}", qos=1)
+        for command_topic in list(self._commands):
+            client.subscribe(command_topic, qos=1)
         self._start_cleanup(client)
         # Diagnostics right away rather than one stats interval later (built on the event loop's thread).
         loop = self._loop
@@ -156,6 +159,12 @@ class MqttPublisher:
                 log.info("MQTT: Home Assistant came online; publishing discovery again")
                 self._publish_discovery()
             return
+        handler = self._commands.get(msg.topic)
+        if handler is not None:
+            # A retained command would run again on every reconnect: only live ones count.
+            if not msg.retain:
+                handler(bytes(msg.payload))
+            return
         # A retained message from an earlier run: keep it if it is still ours, clear it if not.
         if msg.retain and msg.payload and time.monotonic() < self._cleanup_until and not self._owned(msg.topic):
             log.info("MQTT: clearing stale retained %s", msg.topic)
@@ -164,7 +173,7 @@ class MqttPublisher:
     # -- what is ours -------------------------------------------------------------------------------------------
 
     def _owned(self, topic: str) -> bool:
-        if topic in self._discovery:
+        if topic in self._discovery or topic in self._retained:
             return True
         t = self.topics
         for cam in self.cameras:
@@ -201,6 +210,28 @@ class MqttPublisher:
     def _publish_discovery(self) -> None:
         for topic, payload in self._discovery.items():
             self._client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1, retain=True)
+
+    # -- entities owned by other parts of the daemon (daemon/update) -------------------------------------------
+
+    def add_entity(self, component: str, object_id: str, config: dict[str, Any], command_topic: str | None = None,
+                   on_command: Callable[[bytes], None] | None = None) -> str:
+        """A box-level entity: its discovery config is kept and re-published like ours; `on_command` gets the
+        payloads sent to `command_topic` (on paho's network thread). Returns the config topic."""
+        topic, payload = box_entity(self.cfg, self.device, component, object_id, config)
+        # New dicts rather than changes in place: paho's thread may be iterating over the old ones.
+        if command_topic and on_command:
+            self._commands = {**self._commands, command_topic: on_command}
+            if self.connected:
+                self._client.subscribe(command_topic, qos=1)
+        if self.cfg.discovery:
+            self._discovery = {**self._discovery, topic: payload}
+            if self.connected:
+                self._client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1, retain=True)
+        return topic
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Publish retained state now (when connected) and again after every reconnect."""
+        self._retain(topic, payload)
 
     # -- EventSink ----------------------------------------------------------------------------------------------
 
