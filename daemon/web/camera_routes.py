@@ -44,17 +44,22 @@ def _refuse(request: web.Request, message: str, status: int) -> web.StreamRespon
 auth.register_refusal(WEB, _refuse)
 
 
+def _missing(name: str, cameras: Any) -> str:
+    """Why there is no running camera `name`, and which cameras there are."""
+    known = cameras.service.status() if cameras is not None else {}
+    listed = ", ".join(sorted(known)) if known else "none are configured"
+    state = known.get(name, {}).get("status")
+    why = f"camera {name!r} is {state}" if state else f"unknown camera {name!r}"
+    return f"{why}; cameras: {listed}"
+
+
 def _worker(request: web.Request) -> Any:
     """The running camera named in the path, or a 404 that says which cameras exist."""
     name = request.match_info["name"]
     cameras = request.app[CORE].cameras
     worker = cameras.service.worker(name) if cameras is not None else None
     if worker is None:
-        known = sorted(cameras.service.status()) if cameras is not None else []
-        listed = ", ".join(known) if known else "none are configured"
-        state = cameras.service.status().get(name, {}).get("status") if cameras is not None else None
-        why = f"camera {name!r} is {state}" if state else f"unknown camera {name!r}"
-        raise web.HTTPNotFound(text=f"{why}; cameras: {listed}")
+        raise web.HTTPNotFound(text=_missing(name, cameras))
     return worker
 
 
@@ -131,7 +136,7 @@ async def events(request: web.Request) -> web.Response:
         return problem("limit must be a whole number", 400)
     limit = max(1, min(limit, EVENT_LIMIT))
     if camera is not None and (cameras is None or camera not in cameras.service.status()):
-        return problem(f"unknown camera {camera!r}", 404)
+        return problem(_missing(camera, cameras), 404)
     listed = cameras.service.recent.list(camera, limit) if cameras is not None else []
     for item in listed:
         item["snapshot"] = f"/cameras/{item['camera']}/events/{item['id']}.jpg" if item["has_snapshot"] else None
