@@ -282,3 +282,15 @@ def test_api_keys_page_asks_for_a_key_and_sends_it(box: Box, page: Page) -> None
 def test_no_request_leaves_for_another_host(box: Box, page: Page) -> None:
     assert page.log.foreign(box.url) == []
     assert any(u.startswith(box.url + "/cameras/porch/stream.mjpeg") for u in page.log.urls)
+
+
+def test_a_stopped_daemon_is_said_in_words(box: Box, page: Page) -> None:
+    """Last: stop the daemon under the open page; every panel that polls says why it cannot update."""
+    box.proc.terminate()
+    box.proc.wait(timeout=30)
+    message = wait_for("the banner", lambda: page.text("#banner"))
+    assert "cannot reach the Perch daemon" in message
+    for panel in ("hardware", "models", "cameras"):
+        assert "cannot reach the Perch daemon" in page.text(f"#{panel} .error")
+    # The last good content stays under the error instead of a blank panel.
+    assert page.text("#hardware [data-field=board]")

@@ -10,8 +10,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-# 50 snapshots of a 640x480 camera at JPEG quality 80 are about 3 MB.
+# 50 snapshots of a 640x480 camera at JPEG quality 80 are about 3 MB; full-HD snapshots hit the byte cap first.
 RECENT_EVENTS = 50
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -45,9 +46,11 @@ class RecentEvent:
 class RecentEvents:
     """One entry per tracked object, updated by its new / update / end events. Used on the event loop only."""
 
-    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
+    def __init__(self, capacity: int = RECENT_EVENTS, max_bytes: int = MAX_SNAPSHOT_BYTES) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._events: OrderedDict[str, RecentEvent] = OrderedDict()
+        self._bytes = 0
 
     def record(self, kind: str, after: dict[str, Any], snapshot: bytes | None) -> None:
         event_id = str(after.get("id", ""))
@@ -64,9 +67,11 @@ class RecentEvents:
         entry.stationary = bool(after.get("stationary"))
         entry.last_type = kind
         if snapshot is not None:
+            self._bytes += len(snapshot) - len(entry.snapshot or b"")
             entry.snapshot = snapshot
-        while len(self._events) > self.capacity:
-            self._events.popitem(last=False)
+        while len(self._events) > self.capacity or (self._bytes > self.max_bytes and len(self._events) > 1):
+            _, dropped = self._events.popitem(last=False)
+            self._bytes -= len(dropped.snapshot or b"")
 
     def list(self, camera: str | None = None, limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
         """Newest first (by start time: an object that is still in view keeps its place)."""
