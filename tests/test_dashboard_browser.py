@@ -119,9 +119,13 @@ class Page:
     def text(self, selector: str) -> str:
         return str(self.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", selector))
 
-    def screenshot(self, width_name: str) -> None:
+    def screenshot(self, width_name: str, width: int) -> None:
+        # A window as tall as the page, so that a long panel is captured whole (the layout follows the width).
+        self.driver.set_window_size(width, int(self.js("return document.documentElement.scrollHeight")) + 100)
         for panel in PANELS:
             self.driver.find_element("id", panel).screenshot(str(self.shots / f"{width_name}-{panel}.png"))
+        self.js("window.scrollTo(0, 0)")
+        self.driver.save_screenshot(str(self.shots / f"{width_name}-page.png"))
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +195,24 @@ def test_try_it_draws_boxes_and_lists_labels(box: Box, page: Page) -> None:
     assert page.js("return document.querySelector('#tryit-result pre.json').textContent.includes('predictions')")
 
 
+@pytest.mark.parametrize(("route", "photo", "expect"), [
+    ("faces", "face.jpg", "face"), ("plates", "plate_wa_azm9591.jpg", "Plate:"), ("scene", "parrot.jpg", "")])
+def test_try_it_other_routes(page: Page, route: str, photo: str, expect: str) -> None:
+    page.driver.find_element("id", "tryit-file").send_keys(str(IMAGES / photo))
+    page.js("document.getElementById('tryit-route').value = arguments[0]", route)
+    page.driver.find_element("id", "tryit-send").click()
+    state = wait_for(f"the {route} answer", lambda: page.js(
+        "const s = document.getElementById('tryit-result').dataset.state; return s === 'busy' ? null : s;"))
+    assert state == "done", page.text("#tryit .error")
+    answer = json.loads(page.js("return document.querySelector('#tryit-result pre.json').textContent"))
+    labels = page.text("#tryit-result .labels")
+    if route == "scene":
+        assert answer["label"] in labels  # one label for the whole picture, no boxes
+    else:
+        boxes = page.js("return document.querySelectorAll('#tryit-result g.box').length")
+        assert boxes == len(answer["predictions"]) > 0 and expect in labels
+
+
 def test_screenshots_at_phone_and_laptop_width(page: Page) -> None:
     def geometry() -> dict[str, dict[str, float]]:
         return dict(page.js("const out = {}; for (const id of arguments[0]) {"
@@ -203,13 +225,13 @@ def test_screenshots_at_phone_and_laptop_width(page: Page) -> None:
     laptop = geometry()
     # A grid: hardware and models side by side.
     assert laptop["models"]["x"] > laptop["hardware"]["x"] and abs(laptop["models"]["y"] - laptop["hardware"]["y"]) < 2
-    page.screenshot("laptop")
+    page.screenshot("laptop", LAPTOP[0])
     page.driver.set_window_size(*PHONE)
     phone = wait_for("one column", lambda: (g := geometry()) and len({round(p["x"]) for p in g.values()}) == 1 and g)
     assert phone["models"]["y"] > phone["hardware"]["y"]
     # Nothing wider than the screen: no sideways scrolling on a phone.
     assert page.js("return document.documentElement.scrollWidth <= window.innerWidth")
-    page.screenshot("phone")
+    page.screenshot("phone", PHONE[0])
     page.driver.set_window_size(*LAPTOP)
     assert all((page.shots / f"{w}-{p}.png").stat().st_size > 1000 for w in ("phone", "laptop") for p in PANELS)
 
@@ -264,6 +286,7 @@ def test_api_keys_page_asks_for_a_key_and_sends_it(box: Box, page: Page) -> None
 
     page.driver.get(box.url + "/")
     wait_for("the key dialog", lambda: page.js("return document.getElementById('key-dialog').open"))
+    page.driver.save_screenshot(str(page.shots / "laptop-key-dialog.png"))
     assert "API keys" in page.text("#key-message")
     page.driver.find_element("id", "key-input").send_keys("not-the-key\n")
     wait_for("the refusal in words", lambda: "refused" in page.text("#key-message")

@@ -67,9 +67,13 @@ function formatTick(value) {
 export class ChartsPanel {
   constructor() {
     this.panel = new Panel("charts");
+    this.last = null;
+    // Redrawn at the new size when the window changes (a phone turned sideways), not at the next poll.
+    window.addEventListener("resize", () => { if (this.last) this.render(this.last); });
   }
 
   render(history) {
+    this.last = history;
     const buckets = [...(history.buckets || [])];
     if (history.current && history.current.seconds >= 1) buckets.push(history.current);
     const now = Date.now() / 1000;
