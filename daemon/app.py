@@ -35,6 +35,10 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     auth.install(app)
     for module in dialect_modules():
         module.add_routes(app)
+    if semantics == CODEPROJECT:
+        from .web import routes as web_routes
+
+        web_routes.add_routes(app)
     return app
 
 

@@ -103,6 +103,20 @@ class UpdateSettings(Section):
         return value or None
 
 
+class WebSettings(Section):
+    """The dashboard at / and the live camera views it shows (daemon/web)."""
+
+    # The dashboard page and its files; the JSON and camera routes stay on either way.
+    dashboard: bool = True
+    # Live MJPEG viewers per camera; one more is refused with 503 (each costs a socket and its buffers).
+    max_viewers_per_camera: int = Field(4, ge=1, le=100)
+    # Annotated frames per second sent to viewers (each frame is drawn and encoded once for all of them).
+    stream_fps: float = Field(10.0, gt=0, le=30)
+    stream_quality: int = Field(70, ge=10, le=100)
+    # A viewer whose connection accepts nothing for this long is dropped (a client that stopped reading).
+    viewer_stall_s: float = Field(5.0, gt=0, le=300)
+
+
 class Settings(Section):
     host: str = "0.0.0.0"
     port: int = Field(32168, ge=1, le=65535)
@@ -124,6 +138,7 @@ class Settings(Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     # Camera and MQTT sections are validated by their own modules (daemon/cameras, daemon/mqtt).
     mqtt: dict[str, Any] | None = None
     cameras: list[dict[str, Any]] = Field(default_factory=list)

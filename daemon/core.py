@@ -19,6 +19,7 @@ from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
 from .sdnotify import Notifier
 from .store import STORE_FILE, Store, apply_saved_settings
+from .web.history import History
 
 log = logging.getLogger("perch.core")
 
@@ -40,6 +41,8 @@ class Core:
         self._store: Store | None = None
         self.custom_model_ids: set[str] = set()
         self.custom_model_problems: dict[str, str] = {}
+        # Requests/s and inference latency of the last 10 minutes, for the dashboard's charts.
+        self.history = History()
 
     def _watchdog_limit(self) -> float:
         interval = self.notifier.watchdog_interval()

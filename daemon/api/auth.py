@@ -31,10 +31,12 @@ from ..accounts import Accounts, accounts_path
 from .common import CORE, ApiError, Handler, error_response, read_form
 
 # Health checks and the login itself never need a credential.
-OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token"})
+OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token", "/"})
+# The dashboard's page and its script and style files: static, they must load before the page can ask for a key.
+OPEN_PREFIXES = ("/ui/",)
 # Requests on these paths are not "API requests with a result object": they cost no credit.
 UNBILLED_PREFIXES = ("/v1/status/", "/v1/server/", "/v1/user/", "/v1/log/", "/v1/module/", "/v1/settings/",
-                     "/v1/train/", "/metrics", "/roboflow/")
+                     "/v1/train/", "/metrics", "/roboflow/", "/cameras/")
 KEY_FIELDS = ("api_key", "apikey")
 # Dialects whose clients put the key in the form body (read from the form parsed once per request).
 FORM_KEY_DIALECTS = frozenset({"codeproject", "raypack"})
@@ -170,7 +172,8 @@ def succeeded(response: web.StreamResponse) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in OPEN_PATHS or request.match_info.http_exception is not None:
+    if (request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES)
+            or request.match_info.http_exception is not None):
         return await handler(request)  # open route, or no route at all (404/405 answer as usual)
     gate = request.app[GATE]
     if not await gate.enabled():

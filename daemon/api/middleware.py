@@ -15,9 +15,15 @@ from ...accelerators.base import AcceleratorError
 from ..registry import ModelUnavailable
 from ..scheduler import PoolClosed, QueueFull, QueueTimeout
 from ..vision.image import ImageError
-from .common import ApiError, Handler, error_response
+from .common import CORE, ApiError, Handler, error_response
 
 log = logging.getLogger("perch.http")
+
+# Successful reads that an open dashboard repeats every few seconds: at info level they would flood the journal
+# and push everything else out of the log ring that /v1/log/list serves.
+QUIET_PATHS = frozenset({"/v1/status/system-status", "/v1/log/list", "/v1/status/history", "/cameras/events",
+                         "/v1/settings/ObjectDetectionPerch", "/v1/vision/custom/list"})
+QUIET_PREFIXES = ("/ui/", "/cameras/")
 
 
 def status_for(exc: BaseException) -> tuple[int, str]:
@@ -59,4 +65,10 @@ async def perch_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.exception("%s %s failed", request.method, request.path)
         return error_response(request, message, status)
     finally:
-        log.info("%s %s %d %.1fms", request.method, request.path, status, (time.perf_counter() - started) * 1000)
+        quiet = status < 400 and request.method == "GET" and (
+            request.path in QUIET_PATHS or (request.path.startswith(QUIET_PREFIXES)
+                                            and not request.path.endswith(".mjpeg")))
+        if not quiet:  # the charts show the API's work, not the dashboard polling itself
+            request.app[CORE].history.count(status)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d %.1fms", request.method, request.path, status,
+                (time.perf_counter() - started) * 1000)

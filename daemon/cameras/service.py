@@ -20,6 +20,7 @@ from ..vision.types import Detection
 from .config import CameraConfig, CameraConfigError
 from .motion import MotionGate
 from .reader import Frame, FrameReader
+from .recent import RecentEvents
 from .snapshot import render_snapshot
 from .sources import Source, make_source
 from .tracker import SCORE_STEP, IouTracker, Track, iou
@@ -76,8 +77,11 @@ class CameraWorker:
         detect: DetectFn,
         sinks: Sequence[EventSink],
         source_factory: Callable[[CameraConfig], Source] = make_source,
+        recent: RecentEvents | None = None,
     ) -> None:
         self.cfg = cfg
+        # The dashboard's list of recent objects (shared by all cameras of a service).
+        self.recent = recent if recent is not None else RecentEvents()
         self.detect = detect
         self.sinks = list(sinks)
         self.reader = FrameReader(cfg, source_factory)
@@ -263,6 +267,7 @@ class CameraWorker:
         t.has_snapshot = True
         t.snapshot_score = t.top_score
         t.extra["snap_mono"] = now
+        t.extra["jpeg"] = jpeg
         for s in self.sinks:
             _safe(s.snapshot, self.cfg.name, t.label, jpeg)
 
@@ -270,6 +275,7 @@ class CameraWorker:
         t.published = after
         t.last_event_mono = now
         self.last_latency_ms = (time.time() - t.frame_time) * 1000
+        self.recent.record(kind, after, t.extra.get("jpeg"))
         for s in self.sinks:
             _safe(s.event, kind, before, after)
 
@@ -333,8 +339,12 @@ class CameraService:
         source_factory: Callable[[CameraConfig], Source] = make_source,
     ) -> None:
         self.errors = list(errors)
-        self.workers = [CameraWorker(c, detect, sinks, source_factory) for c in cameras if c.enabled]
+        self.recent = RecentEvents()
+        self.workers = [CameraWorker(c, detect, sinks, source_factory, self.recent) for c in cameras if c.enabled]
         self.disabled = [c.name for c in cameras if not c.enabled]
+
+    def worker(self, name: str) -> CameraWorker | None:
+        return next((w for w in self.workers if w.cfg.name == name), None)
 
     async def start(self) -> None:
         for w in self.workers:

@@ -59,6 +59,11 @@ class MjpegServer:
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="mjpeg-server", daemon=True)
 
+    def show(self, frames_dir: Path) -> None:
+        """Switch the stream to another clip (e.g. from an empty scene to one with a person walking in)."""
+        # One reference assignment: the sending threads pick the new list up at their next frame.
+        self.frames = [p.read_bytes() for p in sorted(frames_dir.glob("f*.jpg"))]
+
     def start(self) -> None:
         self._thread.start()
 
