@@ -17,6 +17,7 @@ from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
 from .update.service import update_lifecycle
+from .metrics import serve as metrics
 
 log = logging.getLogger("perch.app")
 
@@ -35,6 +36,7 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     auth.install(app)
     for module in dialect_modules():
         module.add_routes(app)
+    metrics.install(app)
     return app
 
 

@@ -26,6 +26,7 @@ from ..accelerators.base import (
 from ..accelerators.probe import HardwareReport
 from .config import Settings
 from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
+from .metrics.latency import LatencyHistogram
 from .scheduler import LANE_REQUEST, WorkerPool
 from .vision.detect import NMS_IOU, Detector, DetectResult
 
@@ -50,6 +51,7 @@ class LoadedModel:
     fallback_reasons: list[str] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
 
     @property
     def inference_device(self) -> str:
@@ -60,6 +62,7 @@ class LoadedModel:
         return name
 
     def record(self, result: DetectResult) -> None:
+        self.latency.observe_ms(result.inference_ms)
         self.inference_ms.append(result.inference_ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
@@ -398,6 +401,7 @@ class LoadedTask:
     inference_ms: list[float] = field(default_factory=list)
     # The task's front object (e.g. vision.faces.FaceTask), built with the pool; what routes call.
     engine: Any = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
 
     @property
     def inference_device(self) -> str:
@@ -408,6 +412,7 @@ class LoadedTask:
         return await self.pool.submit(fn, lane)
 
     def record(self, ms: float) -> None:
+        self.latency.observe_ms(ms)
         self.inference_ms.append(ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
