@@ -18,6 +18,7 @@ from .config import Settings
 from .core import Core
 from .update.service import update_lifecycle
 from .metrics import serve as metrics
+from .openapi import routes as openapi
 
 log = logging.getLogger("perch.app")
 
@@ -37,6 +38,7 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     for module in dialect_modules():
         module.add_routes(app)
     metrics.install(app)
+    openapi.add_routes(app)
     return app
 
 

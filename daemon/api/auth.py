@@ -31,7 +31,8 @@ from ..accounts import Accounts, accounts_path
 from .common import CORE, ApiError, Handler, error_response, read_form
 
 # Health checks and the login itself never need a credential.
-OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token"})
+OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token",
+                        "/openapi.json", "/docs"})
 # Requests on these paths are not "API requests with a result object": they cost no credit.
 UNBILLED_PREFIXES = ("/v1/status/", "/v1/server/", "/v1/user/", "/v1/log/", "/v1/module/", "/v1/settings/",
                      "/v1/train/", "/metrics", "/roboflow/")
