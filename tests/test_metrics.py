@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
 from perch.daemon.app import _cameras_lifecycle, _core_lifecycle, create_app
 from perch.daemon.core import Core
 
-from conftest import IMAGES, core_settings, form, image_bytes, module_client, running, tuned
+from conftest import IMAGES, REPO, core_settings, form, image_bytes, module_client, running, tuned
 from helpers.mjpeg_server import MjpegServer
 from helpers.mosquitto import Mosquitto, mosquitto_available
 from helpers.rtsp_server import make_clip
@@ -92,6 +94,33 @@ async def test_requests_and_inference_move(cp: TestClient, ds: TestClient, modul
     assert value(after, "process_resident_memory_bytes")
 
 
+def metric_names(text: str) -> set[str]:
+    """Family names (with a counter's _total) and sample names of an exposition."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def thermal_root(tmp_path: Path, milli_celsius: int) -> Path:
+    zone = tmp_path / "root/sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "temp").write_text(f"{milli_celsius}\n")
+    return tmp_path / "root"
+
+
+async def test_grafana_dashboard_queries_only_exported_metrics(tmp_path: Path) -> None:
+    dashboard = json.loads((REPO / "deploy/grafana/perch-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    queried = {name for e in exprs for name in re.findall(r"\b((?:perch|process)_[a-z_]+)", e)}
+    settings = core_settings(tmp_path).model_copy(update={"hardware_root": thermal_root(tmp_path, 45000)})
+    async with running(settings) as core, TestClient(TestServer(create_app(core))) as client:
+        exported = metric_names(await (await client.get("/metrics")).text())
+    # Camera gauges have no samples without cameras, but their families are still announced (HELP/TYPE lines).
+    assert queried and not queried - exported, f"the dashboard queries unknown metrics: {queried - exported}"
+
+
 async def test_task_models_are_measured_too(cp: TestClient) -> None:
     assert (await cp.post("/v1/vision/face", data=form(image_bytes("pets.jpg")))).status == 200
     samples = await scrape(cp)
@@ -125,10 +154,9 @@ async def test_key_required_when_keys_are_on(tmp_path: Path) -> None:
 
 
 async def test_temperature_from_the_thermal_zones(tmp_path: Path) -> None:
-    zone = tmp_path / "root/sys/class/thermal/thermal_zone0"
-    zone.mkdir(parents=True)
-    (zone / "temp").write_text("51234\n")
-    settings = core_settings(tmp_path).model_copy(update={"hardware_root": tmp_path / "root"})
+    root = thermal_root(tmp_path, 51234)
+    zone = root / "sys/class/thermal/thermal_zone0"
+    settings = core_settings(tmp_path).model_copy(update={"hardware_root": root})
     async with running(settings) as core, TestClient(TestServer(create_app(core))) as client:
         samples = await scrape(client)
         (zone / "temp").write_text("60000\n")  # read at scrape time, not cached
