@@ -16,6 +16,7 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from ..core import Core
@@ -110,7 +111,8 @@ async def _parse_form(request: web.Request) -> Form:
                     form.fields[name] = data.decode("utf-8", "replace")
         except ApiError:
             raise
-        except (ValueError, AssertionError, UnicodeError) as exc:
+        except (ValueError, AssertionError, UnicodeError, HttpProcessingError) as exc:
+            # HttpProcessingError: a part's headers do not parse (control characters in a field name, say).
             raise ApiError(f"malformed multipart body: {exc}") from exc
     elif ctype == "application/x-www-form-urlencoded":
         try:

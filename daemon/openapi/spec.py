@@ -33,15 +33,16 @@ by default; when `auth.api_keys` lists a key or an account exists, each dialect 
 
 
 def load_fragments() -> list[ModuleType]:
-    """Every fragment module, in name order; one whose REQUIRES module is absent is left out."""
+    """Every fragment module, by ORDER (then name): the order of the groups on the API page. One whose REQUIRES
+    module is absent is left out."""
     found = []
-    for info in sorted(pkgutil.iter_modules(fragments.__path__), key=lambda i: i.name):
+    for info in pkgutil.iter_modules(fragments.__path__):
         module = importlib.import_module(f"{fragments.__name__}.{info.name}")
         requires = getattr(module, "REQUIRES", None)
         if requires and importlib.util.find_spec(requires) is None:
             continue
         found.append(module)
-    return found
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_spec() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from ..parts import operation, routing_errors, string
 
 REQUIRES = "perch.daemon.web"
+ORDER = 5
 TAG = "Dashboard"
 TAGS = [{"name": TAG, "description": "The box's web page: hardware, models, cameras, try-it, log."}]
 

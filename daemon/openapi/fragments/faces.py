@@ -20,6 +20,7 @@ from ..parts import (
     string,
 )
 
+ORDER = 20
 TAG = "Faces (CodeProject.AI / DeepStack)"
 TAGS = [{"name": TAG, "description": "YuNet finds faces, dlib describes them; registered faces live in SQLite "
                                      "under state_dir. Same error semantics as the vision routes."}]

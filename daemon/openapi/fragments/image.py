@@ -6,6 +6,7 @@ from typing import Any
 
 from ..parts import binary, boolean, codeproject, envelope, form_body, form_text, fraction, integer, string
 
+ORDER = 30
 TAG = "Image processing (CodeProject.AI)"
 TAGS = [{"name": TAG, "description": "Results come back as base64 images in the JSON answer."}]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..parts import json_content, obj, operation, ref, routing_errors, string
 
+ORDER = 95
 TAG = "Monitoring and API description"
 TAGS = [{"name": TAG, "description": "Prometheus metrics (main port only), the OpenAPI document, the API page."}]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..parts import JSON, URLENCODED, dialect, integer, json_content, obj, operation, ref, routing_errors, string
 
+ORDER = 90
 TAG = "Accounts (RAPYD)"
 TAGS = [{"name": TAG, "description": "Accounts made with `perchd users add`: a token from POST /v1/user/token "
                                      "goes in `Authorization: Bearer` (with `ACCOUNT-ID`) on any route of any "

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..parts import array, binary, boolean, dialect, form_body, form_text, json_content, obj, ref, string
 
+ORDER = 80
 TAG = "RAYPACK"
 TAGS = [{"name": TAG, "description": "RAYPACK's recognition API: models 1 objects, 2 food, 3 registered faces "
                                      "(\"celebrity\"), 4 face AI (pixels; anonymised images), 41 face v4 "

@@ -21,6 +21,7 @@ from ..parts import (
     string,
 )
 
+ORDER = 70
 TAG = "Roboflow"
 TAGS = [{"name": TAG, "description": "Roboflow's hosted object-detection API and inference-sdk (api_v0), and the "
                                      "management calls of the `roboflow` package (API_URL=http://BOX:32168/roboflow)."

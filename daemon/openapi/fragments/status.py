@@ -22,6 +22,7 @@ from ..parts import (
     string,
 )
 
+ORDER = 50
 TAG = "Status and settings"
 TAGS = [{"name": TAG, "description": "Liveness, version, hardware and models, the server log, module settings "
                                      "(applied at once, kept across restarts). CodeProject.AI semantics."}]

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..parts import binary, boolean, codeproject, envelope, form_body, form_text, fraction, integer, number, string
 
+ORDER = 40
 TAG = "Text and sound (CodeProject.AI)"
 TAGS = [{"name": TAG, "description": "Sentiment (VADER), extractive summaries, sound classes (YAMNet)."}]
 

@@ -19,6 +19,7 @@ from ..parts import (
                                      string,
 )
 
+ORDER = 60
 TAG = "Ultralytics HUB"
 TAGS = [{"name": TAG, "description": "Scripts written for Ultralytics HUB's inference API, pointed at the box. "
                                      "Real HTTP statuses; errors are {success: false, message}."}]

@@ -20,6 +20,7 @@ from ..parts import (
     string,
 )
 
+ORDER = 10
 TAG = "Vision (CodeProject.AI / DeepStack)"
 TAGS = [{"name": TAG, "description": "The routes Blue Iris, Frigate's deepstack detector, Agent DVR and Home "
                                      "Assistant call. Main port: CodeProject semantics (errors are HTTP 200 with "
