@@ -119,6 +119,8 @@ async def _parse_form(request: web.Request) -> Form:
             post = await request.post()
         except web.HTTPRequestEntityTooLarge as exc:
             raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413) from exc
+        except (UnicodeDecodeError, LookupError) as exc:  # bytes that are not text in the (named) charset
+            raise ApiError(f"the form is not readable text: {exc}") from exc
         for key, value in post.items():
             if isinstance(value, str):
                 form.fields[key] = value
