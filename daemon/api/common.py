@@ -112,8 +112,9 @@ async def _parse_form(request: web.Request) -> Form:
         except ApiError:
             raise
         except (ValueError, AssertionError, UnicodeError, HttpProcessingError) as exc:
-            # HttpProcessingError: a part's headers do not parse (control characters in a field name, say).
-            raise ApiError(f"malformed multipart body: {exc}") from exc
+            # HttpProcessingError: aiohttp's part-header parser (InvalidHeader for a part without headers, …).
+            detail = exc.message if isinstance(exc, HttpProcessingError) else exc
+            raise ApiError(f"malformed multipart body: {str(detail).strip() or type(exc).__name__}") from exc
     elif ctype == "application/x-www-form-urlencoded":
         try:
             post = await request.post()
