@@ -16,9 +16,9 @@ from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
-from .update.service import update_lifecycle
 from .metrics import serve as metrics
 from .openapi import routes as openapi
+from .update.service import update_lifecycle
 
 log = logging.getLogger("perch.app")
 
