@@ -239,7 +239,9 @@ class ModelRegistry:
         # Not cancelled here (this may run on a thread, timers belong to the loop): a late one finds no task.
         self._idle_timers.clear()
         for key in list(self.tasks):
-            self.tasks.pop(key).pool.close()
+            task = self.tasks.pop(key, None)  # the idle timer (on the loop) may have unloaded it meanwhile
+            if task is not None:
+                task.pool.close()
 
     def stuck_for(self) -> float:
         pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
