@@ -16,6 +16,8 @@ from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
+from .metrics import serve as metrics
+from .openapi import routes as openapi
 from .update.service import update_lifecycle
 
 log = logging.getLogger("perch.app")
@@ -35,6 +37,8 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     auth.install(app)
     for module in dialect_modules():
         module.add_routes(app)
+    metrics.install(app)
+    openapi.add_routes(app)
     if semantics == CODEPROJECT:
         from .web import routes as web_routes
 

@@ -26,6 +26,7 @@ from ..accelerators.base import (
 from ..accelerators.probe import HardwareReport
 from .config import Settings
 from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
+from .metrics.latency import LatencyHistogram
 from .scheduler import LANE_REQUEST, WorkerPool
 from .vision.detect import NMS_IOU, Detector, DetectResult
 
@@ -50,6 +51,7 @@ class LoadedModel:
     fallback_reasons: list[str] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
 
     @property
     def inference_device(self) -> str:
@@ -60,6 +62,7 @@ class LoadedModel:
         return name
 
     def record(self, result: DetectResult) -> None:
+        self.latency.observe_ms(result.inference_ms)
         self.inference_ms.append(result.inference_ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
@@ -236,7 +239,9 @@ class ModelRegistry:
         # Not cancelled here (this may run on a thread, timers belong to the loop): a late one finds no task.
         self._idle_timers.clear()
         for key in list(self.tasks):
-            self.tasks.pop(key).pool.close()
+            task = self.tasks.pop(key, None)  # the idle timer (on the loop) may have unloaded it meanwhile
+            if task is not None:
+                task.pool.close()
 
     def stuck_for(self) -> float:
         pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
@@ -398,6 +403,7 @@ class LoadedTask:
     inference_ms: list[float] = field(default_factory=list)
     # The task's front object (e.g. vision.faces.FaceTask), built with the pool; what routes call.
     engine: Any = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
 
     @property
     def inference_device(self) -> str:
@@ -408,6 +414,7 @@ class LoadedTask:
         return await self.pool.submit(fn, lane)
 
     def record(self, ms: float) -> None:
+        self.latency.observe_ms(ms)
         self.inference_ms.append(ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]

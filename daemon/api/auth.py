@@ -31,7 +31,8 @@ from ..accounts import Accounts, accounts_path
 from .common import CORE, ApiError, Handler, error_response, read_form
 
 # Health checks and the login itself never need a credential.
-OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token", "/"})
+OPEN_PATHS = frozenset({"/v1/status/ping", "/v1/server/status/ping", "/v1/user/token", "/",
+                        "/openapi.json", "/docs"})
 # The dashboard's page and its script and style files: static, they must load before the page can ask for a key.
 OPEN_PREFIXES = ("/ui/",)
 # Requests on these paths are not "API requests with a result object": they cost no credit.

@@ -16,6 +16,7 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from ..core import Core
@@ -110,13 +111,17 @@ async def _parse_form(request: web.Request) -> Form:
                     form.fields[name] = data.decode("utf-8", "replace")
         except ApiError:
             raise
-        except (ValueError, AssertionError, UnicodeError) as exc:
-            raise ApiError(f"malformed multipart body: {exc}") from exc
+        except (ValueError, AssertionError, UnicodeError, HttpProcessingError) as exc:
+            # HttpProcessingError: aiohttp's part-header parser (InvalidHeader for a part without headers, …).
+            detail = exc.message if isinstance(exc, HttpProcessingError) else exc
+            raise ApiError(f"malformed multipart body: {str(detail).strip() or type(exc).__name__}") from exc
     elif ctype == "application/x-www-form-urlencoded":
         try:
             post = await request.post()
         except web.HTTPRequestEntityTooLarge as exc:
             raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413) from exc
+        except (UnicodeDecodeError, LookupError) as exc:  # bytes that are not text in the (named) charset
+            raise ApiError(f"the form is not readable text: {exc}") from exc
         for key, value in post.items():
             if isinstance(value, str):
                 form.fields[key] = value

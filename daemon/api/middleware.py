@@ -10,6 +10,7 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ...accelerators.base import AcceleratorError
 from ..registry import ModelUnavailable
@@ -32,6 +33,9 @@ def status_for(exc: BaseException) -> tuple[int, str]:
         return exc.status, exc.message
     if isinstance(exc, ImageError):
         return 400, str(exc)
+    if isinstance(exc, (HttpProcessingError, web.RequestPayloadError)):
+        # The body cannot be read as sent: a Content-Encoding it is not in (gzip that is not gzip), a broken chunk.
+        return 400, "the request body cannot be read: " + " ".join(str(exc).split())
     if isinstance(exc, QueueFull):
         return 503, str(exc)
     if isinstance(exc, QueueTimeout):

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..accounts import TOKEN_TTL_S
 from . import auth
@@ -34,7 +35,10 @@ def _refusal(request: web.Request, message: str, status: int) -> web.Response:
 async def _credentials(request: web.Request) -> tuple[str, str]:
     if request.content_length is not None and request.content_length > MAX_LOGIN_BODY:
         raise ValueError("the request body is too large for a login")
-    raw = await request.content.read(MAX_LOGIN_BODY + 1)
+    try:
+        raw = await request.content.read(MAX_LOGIN_BODY + 1)
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # e.g. a Content-Encoding the body is not in
+        raise ValueError("the request body cannot be read: " + " ".join(str(exc).split())) from exc
     if len(raw) > MAX_LOGIN_BODY:
         raise ValueError("the request body is too large for a login")
     data: Any
