@@ -96,7 +96,8 @@ def pull(manifest: Manifest, model_dir: Path, items: list[PullItem], base_url: s
             pass
         url = f"{base_url.rstrip('/')}/{ref.file}" if base_url else ref.url
         if not url:
-            errors.append(f"{ref.file}: no download address; build it yourself (see the manifest's `build`)")
+            build = getattr(ref, "build", None) or "see the manifest's `build`"
+            errors.append(f"{ref.file}: no download address; build it yourself: {build}")
             continue
         try:
             download(url, model_dir / ref.file, ref.sha256, out)

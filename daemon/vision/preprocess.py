@@ -51,7 +51,10 @@ class Preprocessor:
             info = np.iinfo(self.dtype)
             values = np.clip(np.round(values / scale + zero), info.min, info.max)
         self._lut: np.ndarray | None = None
-        if not (spec.normalize == "raw" and self.dtype == np.uint8):
+        # A uint8 input without quantisation takes pixels as they are: the device normalises them itself (a Hailo
+        # .hef or an NPU build with mean/std inside), whatever the model's float variants expect.
+        pixels = self.dtype == np.uint8 and (spec.normalize == "raw" or tensor.quant is None)
+        if not pixels:
             self._lut = values.astype(self.dtype)
 
     def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, Transform]:
