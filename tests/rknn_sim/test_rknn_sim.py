@@ -198,3 +198,23 @@ def test_nhwc_input_gives_the_same_tensor(tmp_path: Path, sim: Any) -> None:
         session.close()
     finally:
         toolkit.release()
+
+
+def test_perchd_models_convert_writes_the_manifest_file(tmp_path: Path) -> None:
+    """The command the fallback reasons quote, end to end: the manifest's RK3576 slot gets a .rknn whose tensor
+    metadata the backend reads."""
+    import subprocess
+
+    from perch.accelerators.rknn import _specs, read_rknn_metadata
+
+    model_dir = tmp_path / "models"
+    (model_dir / "detection").mkdir(parents=True)
+    (model_dir / "detection" / "yolox_nano.onnx").symlink_to(ONNX)
+    env = {**os.environ, "PERCHD_MODEL_DIR": str(model_dir), "PERCHD_CONFIG": ""}
+    proc = subprocess.run([sys.executable, "-m", "perch.daemon", "models", "convert", "yolox_nano", "--target",
+                           "rk3576", "--python", sys.executable], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = model_dir / "rknn" / "yolox_nano_rk3576_fp16.rknn"
+    assert f"wrote {out}" in proc.stdout
+    ins, outs, _ = _specs(read_rknn_metadata(out))
+    assert [s.shape for s in ins] == [(1, 3, 416, 416)] and [s.shape for s in outs] == [(1, 3549, 85)]
