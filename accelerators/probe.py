@@ -169,6 +169,19 @@ def _ort_has_provider_lib(provider_lib: str) -> bool:
     return any((Path(loc) / "capi" / provider_lib).exists() for loc in spec.submodule_search_locations)
 
 
+def _wheel_nvinfer() -> str | None:
+    """libnvinfer from PyPI's TensorRT wheels (tensorrt-cu12-libs installs the package `tensorrt_libs`)."""
+    try:
+        spec = importlib.util.find_spec("tensorrt_libs")
+    except (ImportError, ValueError):
+        return None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        hits = sorted(Path(loc).glob("libnvinfer.so.*"))
+        if hits:
+            return str(hits[0])
+    return None
+
+
 def _read_value(tree: _Tree, path: Path) -> str:
     """A one-line sysfs attribute, lower-case, without a 0x prefix ("0x1ac1" -> "1ac1", "5000" -> "5000")."""
     try:
@@ -459,8 +472,12 @@ def _probe_tensorrt(tree: _Tree, board: BoardReport, check_python: bool) -> Acce
             "tensorrt", True, False,
             f"{what} found but /etc/nv_tegra_release is missing: flash or install JetPack (L4T) to get CUDA and "
             "TensorRT", ["cuda:0"], details)
-    lib = tree.find_lib("libnvinfer.so.*", "libnvinfer.so")
+    lib = tree.find_lib("libnvinfer.so.*", "libnvinfer.so") or (_wheel_nvinfer() if check_python else None)
     if lib is None:
+        if check_python and board.family != "jetson" and _ort_has_provider_lib("libonnxruntime_providers_cuda.so"):
+            # A discrete GPU with onnxruntime-gpu but no TensorRT: CUDA still runs the model.
+            return AcceleratorReport("tensorrt", True, True, f"{what} through onnxruntime's CUDA provider (no "
+                                     "TensorRT: pip install tensorrt-cu12 for FP16 engines)", ["cuda:0"], details)
         return AcceleratorReport(
             "tensorrt", True, False,
             f"{what} found but TensorRT (libnvinfer) is missing: install it (JetPack: apt install nvidia-tensorrt)",
