@@ -262,7 +262,8 @@ class ModelRegistry:
                 task.pool.close()
 
     def stuck_for(self) -> float:
-        pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
+        pools = [p for m in self.loaded.values() for p in (m.failover.pools() if m.failover else [m.pool])]
+        pools += [t.pool for t in self.tasks.values()]
         return max((p.stuck_for() for p in pools), default=0.0)
 
     def status(self) -> list[dict[str, Any]]:
