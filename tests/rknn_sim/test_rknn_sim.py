@@ -211,8 +211,12 @@ def test_perchd_models_convert_writes_the_manifest_file(tmp_path: Path) -> None:
     (model_dir / "detection").mkdir(parents=True)
     (model_dir / "detection" / "yolox_nano.onnx").symlink_to(ONNX)
     env = {**os.environ, "PERCHD_MODEL_DIR": str(model_dir), "PERCHD_CONFIG": ""}
-    proc = subprocess.run([sys.executable, "-m", "perch.daemon", "models", "convert", "yolox_nano", "--target",
-                           "rk3576", "--python", sys.executable], env=env, capture_output=True, text=True, timeout=300)
+    # As a user runs it: perchd from the daemon's venv (the README's .venv, which CI builds first), the toolkit's
+    # Python for the conversion.
+    daemon_venv = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
+    perchd = str(daemon_venv) if daemon_venv.is_file() else sys.executable
+    proc = subprocess.run([perchd, "-m", "perch.daemon", "models", "convert", "yolox_nano", "--target", "rk3576",
+                           "--python", sys.executable], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = model_dir / "rknn" / "yolox_nano_rk3576_fp16.rknn"
     assert f"wrote {out}" in proc.stdout
