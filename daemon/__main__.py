@@ -90,7 +90,7 @@ def _pull(settings: Settings, model_ids: list[str], base_url: str | None) -> int
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}; see `perchd models list`", file=sys.stderr)
         return 1
-    items = wanted_files(manifest, model_ids, _usable_kinds(settings))
+    items = wanted_files(manifest, model_ids, _usable_kinds(settings), probe(settings.hardware_root).board.soc)
     print(f"pulling {len(items)} file(s) into {settings.model_dir}", file=sys.stderr)
     errors = pull(manifest, settings.model_dir, items, base_url)
     for err in errors:

@@ -89,3 +89,10 @@ def test_hef_import_checks(tmp_path: Path) -> None:
     entry = entries["gatecam"]
     assert [(v.accelerator, Path(v.file).name) for v in entry.variants] == [("hailo", "gatecam.hef")]
     assert entry.input is not None and entry.input.size == (512, 384) and entry.decoder == "yolov8"
+
+
+def test_pull_wants_only_this_socs_rknn_build() -> None:
+    from perch.daemon.pull import wanted_files
+
+    files = [i.ref.file for i in wanted_files(load_manifest(), ["yolox_nano"], ["rknn", "cpu"], "rk3576")]
+    assert files == ["rknn/yolox_nano_rk3576_fp16.rknn", "detection/yolox_nano.onnx"]
