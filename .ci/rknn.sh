@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# RKNN simulator job: converts the shared yolox_nano.onnx for RK3588 with rknn-toolkit2 2.5.0 and runs it through
-# accelerators/rknn.py on the toolkit's x86 simulator, comparing detections with onnxruntime on the CPU
+# RKNN simulator job: converts the shared yolox_nano.onnx for every Rockchip NPU the probe knows with
+# models/rknn/convert.py (rknn-toolkit2 2.5.0) and runs it through accelerators/rknn.py on the toolkit's x86
+# simulator, one context per NPU core, comparing the daemon's own pipeline with onnxruntime on the CPU
 # (tests/rknn_sim). rknn-toolkit2 pins numpy<=1.26.4 and imports torch, so it gets its own venv, kept between runs
-# under ~/.cache and rebuilt when the requirements or the Python version change.
-# .ci/run calls it only when accelerators/, models/rknn/ or tests/rknn_sim/ changed, or with PERCHD_RKNN_CI=1.
+# under ~/.cache and rebuilt when the requirements or the Python version change. .ci/run calls it on every run.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 start=$(date +%s)
@@ -36,10 +36,14 @@ ready=$(date +%s)
 "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
 
 # --noconftest: tests/conftest.py belongs to the daemon's suite and imports packages this venv does not have.
+# Without -s: the toolkit logs every conversion step; the comparison table is written to a file and shown below.
 rc=0
-"$VENV/bin/python" -m pytest -q -s -p no:cacheprovider --noconftest \
+summary=$(mktemp)
+PERCHD_RKNN_SUMMARY=$summary "$VENV/bin/python" -m pytest -q -p no:cacheprovider --noconftest \
   -W ignore::DeprecationWarning -W ignore::UserWarning -W ignore::pytest.PytestConfigWarning \
   tests/rknn_sim || rc=$?
+cat "$summary"
+rm -f "$summary"
 end=$(date +%s)
 echo "rknn.sh: venv $((ready - start)) s, tests $((end - ready)) s, total $((end - start)) s"
 exit $rc

@@ -90,7 +90,7 @@ def _pull(settings: Settings, model_ids: list[str], base_url: str | None) -> int
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}; see `perchd models list`", file=sys.stderr)
         return 1
-    items = wanted_files(manifest, model_ids, _usable_kinds(settings))
+    items = wanted_files(manifest, model_ids, _usable_kinds(settings), probe(settings.hardware_root).board.soc)
     print(f"pulling {len(items)} file(s) into {settings.model_dir}", file=sys.stderr)
     errors = pull(manifest, settings.model_dir, items, base_url)
     for err in errors:
@@ -102,7 +102,9 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     root = args.root or os.environ.get("PERCHD_HARDWARE_ROOT") or "/"
     report = probe(Path(root))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        plan = _detection_plan(args, report)
+        detection = {"model": plan.model_id, "accelerator": plan.kind, "file": plan.file, "reasons": plan.reasons}
+        print(json.dumps({**report.to_dict(), "detection": detection}, indent=2))
         return 0
     b = report.board
     print(f"board: {b.model or 'unknown'}  soc: {b.soc or 'unknown'}  cpu: {b.cpu_model or 'unknown'}"
@@ -112,7 +114,20 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         devices = ",".join(a.devices) or "-"
         print(f"{a.kind:<10} {'yes' if a.present else 'no':<8} {'yes' if a.usable else 'no':<7} {devices:<28}"
               f" {a.reason}")
+    plan = _detection_plan(args, report)
+    print(f"detection: {plan.model_id} on {plan.kind}" + (f" ({plan.file})" if plan.file else ""))
+    for reason in plan.reasons:
+        print(f"  not on {reason}")
     return 0
+
+
+def _detection_plan(args: argparse.Namespace, report: Any) -> Any:
+    """What `run` would serve with this model directory, and why not on a better accelerator (no model opened)."""
+    from .registry import ModelRegistry
+    from .selection import plan
+
+    registry = ModelRegistry(_settings(args), load_manifest(), report)
+    return plan(registry, registry.default_model_id())
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -120,6 +135,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     if args.action == "import":
         return _import(settings, args)
+    if args.action == "convert":
+        from .accel_models import convert_rknn
+
+        if len(args.models) != 1 or not args.target:
+            print("usage: perchd models convert MODEL --target SOC [--python TOOLKIT_PYTHON]", file=sys.stderr)
+            return 2
+        rc, message = convert_rknn(settings, manifest, args.models[0], args.target, args.python)
+        print(message, file=sys.stderr if rc else sys.stdout)
+        return rc
     if args.action == "pull":
         ids = args.models or (list(manifest.models) if args.all else _default_models(settings))
         return _pull(settings, ids, args.base_url or os.environ.get("PERCHD_MODEL_MIRROR"))
@@ -151,9 +175,19 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     from .custom_models import CustomModelError, import_model
 
     if len(args.models) != 1 or not args.labels:
-        print("usage: perchd models import FILE.onnx --labels LABELS.txt [--name NAME] [--decoder D]",
+        print("usage: perchd models import FILE.onnx|FILE.hef --labels LABELS.txt [--name NAME] [--decoder D]",
               file=sys.stderr)
         return 2
+    if args.models[0].endswith(".hef"):
+        from .accel_models import import_hef
+
+        try:
+            print(import_hef(settings, load_manifest(), Path(args.models[0]), Path(args.labels), args.decoder,
+                             args.name, args.size, args.force))
+        except CustomModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     directory = settings.effective_custom_model_dir
     try:
         sidecar = import_model(directory, Path(args.models[0]), Path(args.labels), args.name, args.decoder,
@@ -220,13 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hardware)
 
     p = sub.add_parser("models", help="list, verify, pull or import model files")
-    p.add_argument("action", choices=["list", "verify", "pull", "import"])
+    p.add_argument("action", choices=["list", "verify", "pull", "import", "convert"])
     p.add_argument("models", nargs="*", help="model ids (pull; default: this machine's default models) or the"
                    " ONNX file to import")
     p.add_argument("--labels", help="import: labels file, one per line")
     p.add_argument("--name", help="import: model name (default: the file name without .onnx)")
     p.add_argument("--decoder", help="import: output decoder, when the tensor shapes do not tell")
     p.add_argument("--force", action="store_true", help="import: replace a custom model of the same name")
+    p.add_argument("--size", help="import of a custom .hef: its input size, WIDTH or WIDTHxHEIGHT (default 640)")
+    p.add_argument("--target", help="convert: the Rockchip SoC to build for (rk3588, rk3576, rk3568, rk3566, rk3562)")
+    p.add_argument("--python", help="convert: Python of a venv with rknn-toolkit2 (default $PERCHD_RKNN_PYTHON or"
+                   " ~/.cache/perchd/rknn-venv)")
     p.add_argument("--all", action="store_true", help="pull every model in the manifest")
     p.add_argument("--base-url", help="mirror serving the model directory layout (default: manifest URLs)")
     p.add_argument("--json", action="store_true")

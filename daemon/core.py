@@ -18,6 +18,7 @@ from .config import Settings
 from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
 from .sdnotify import Notifier
+from .selection import accelerator_state
 from .store import STORE_FILE, Store, apply_saved_settings
 from .web.history import History
 
@@ -131,6 +132,8 @@ class Core:
             "accelerator": self.settings.accelerator,
             "hardware": self.hardware.to_dict(),
             "models": models,
+            # Is the default detector on the best usable accelerator, and if not, why (reasons, degraded).
+            "acceleratorStatus": accelerator_state(models, self.hardware),
             "queueDepth": sum(m.get("queueDepth", 0) for m in models),
             **(self.cameras.status() if self.cameras is not None else {"cameras": {}, "mqtt": None}),
         }

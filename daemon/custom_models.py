@@ -34,7 +34,9 @@ from .manifest import InputSpec, LabelSpec, Manifest, ModelEntry, Variant
 log = logging.getLogger("perch.custom")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-MODEL_SUFFIXES = (".onnx", ".tflite")
+MODEL_SUFFIXES = (".onnx", ".tflite", ".hef")
+# A compiled Hailo model runs only on the Hailo (`perchd models import FILE.hef`); everything else on the CPU.
+SUFFIX_ACCELERATOR = {".hef": "hailo"}
 LABEL_SET_PREFIX = "custom:"
 
 
@@ -91,7 +93,7 @@ def load_sidecar(directory: Path, sidecar: Path) -> tuple[ModelEntry, list[str] 
             input=InputSpec.model_validate(meta.get("input") or {}),
             decoder=str(meta.get("decoder") or ""),
             # An absolute path: the registry's `model_dir / file` then points here, not into the model directory.
-            variants=[Variant(accelerator="cpu", file=str(model))],
+            variants=[Variant(accelerator=SUFFIX_ACCELERATOR.get(model.suffix, "cpu"), file=str(model))],
         )
     except ValidationError as exc:
         raise CustomModelError(f"{sidecar.name}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc

@@ -116,6 +116,10 @@ def resolve(model_dir: Path, ref: FileRef | LabelSpec, verify: bool = True) -> P
     assert ref.file is not None
     path = model_dir / ref.file
     if not path.is_file():
+        build = getattr(ref, "build", None)
+        if ref.url is None and build:
+            # Converted or imported files (RKNN, Hailo) cannot be pulled: say how to make this one.
+            raise ModelFileError(f"model file {ref.file} not found in {model_dir}; it is not downloadable: {build}")
         raise ModelFileError(
             f"model file {ref.file} not found in {model_dir}; fetch it with `perchd models pull`"
             " (or point PERCHD_MODEL_DIR at a folder that has it)"

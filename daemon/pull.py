@@ -26,8 +26,10 @@ class PullItem:
     ref: FileRef
 
 
-def wanted_files(manifest: Manifest, model_ids: Iterable[str], kinds: Iterable[str]) -> list[PullItem]:
-    """Label files plus every variant of the given models runnable on the given accelerator kinds."""
+def wanted_files(manifest: Manifest, model_ids: Iterable[str], kinds: Iterable[str],
+                 soc: str | None = None) -> list[PullItem]:
+    """Label files plus every variant of the given models runnable on the given accelerator kinds (and, when `soc`
+    is given, built for that SoC: a Rockchip board needs its own .rknn only)."""
     kinds = list(kinds)
     seen: set[str] = set()
     out: list[PullItem] = []
@@ -36,7 +38,7 @@ def wanted_files(manifest: Manifest, model_ids: Iterable[str], kinds: Iterable[s
         refs: list[FileRef] = []
         if entry.labels is not None and entry.labels.file:
             refs.append(FileRef(file=entry.labels.file, sha256=entry.labels.sha256, url=entry.labels.url))
-        refs += [v for v in entry.variants if v.accelerator in kinds]
+        refs += [v for v in entry.variants if v.accelerator in kinds and (not soc or not v.soc or soc in v.soc)]
         for ref in refs:
             if ref.file not in seen:
                 seen.add(ref.file)
@@ -96,7 +98,8 @@ def pull(manifest: Manifest, model_dir: Path, items: list[PullItem], base_url: s
             pass
         url = f"{base_url.rstrip('/')}/{ref.file}" if base_url else ref.url
         if not url:
-            errors.append(f"{ref.file}: no download address; build it yourself (see the manifest's `build`)")
+            build = getattr(ref, "build", None) or "see the manifest's `build`"
+            errors.append(f"{ref.file}: no download address; build it yourself: {build}")
             continue
         try:
             download(url, model_dir / ref.file, ref.sha256, out)

@@ -25,9 +25,11 @@ from ..accelerators.base import (
 )
 from ..accelerators.probe import HardwareReport
 from .config import Settings
+from .failover import Engine, Failover, Job, attach_failover
 from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
 from .metrics.latency import LatencyHistogram
 from .scheduler import LANE_REQUEST, WorkerPool
+from .selection import no_model_reason, present
 from .vision.detect import NMS_IOU, Detector, DetectResult
 
 log = logging.getLogger("perch.models")
@@ -52,10 +54,14 @@ class LoadedModel:
     inference_ms: list[float] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
+    # Accelerator fault -> CPU twin (daemon/failover.py); None on the CPU or without a CPU variant.
+    failover: Failover | None = None
 
     @property
     def inference_device(self) -> str:
         """What CodeProject.AI clients read in `inferenceDevice`."""
+        if self.failover is not None and self.failover.degraded:
+            return "CPU"
         name = DEVICE_NAMES.get(self.kind, "CPU")
         if self.kind == "edgetpu" and len(self.pool.sessions) > 1:
             return "Multi-TPU"
@@ -67,17 +73,21 @@ class LoadedModel:
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
 
+    async def _submit(self, job: Job[DetectResult], lane: int) -> DetectResult:
+        if self.failover is not None:
+            return await self.failover.run(job, lane)
+        det = self.detector
+        return await self.pool.submit(lambda s: job(det, s), lane)
+
     async def detect_bytes(self, data: bytes, min_confidence: float, max_pixels: int,
                            lane: int = LANE_REQUEST, iou: float = NMS_IOU) -> DetectResult:
-        det = self.detector
-        result = await self.pool.submit(lambda s: det.run_bytes(s, data, min_confidence, max_pixels, iou), lane)
+        result = await self._submit(lambda det, s: det.run_bytes(s, data, min_confidence, max_pixels, iou), lane)
         self.record(result)
         return result
 
     async def detect_frame(self, bgr: np.ndarray, min_confidence: float, lane: int = LANE_REQUEST,
                            iou: float = NMS_IOU) -> DetectResult:
-        det = self.detector
-        result = await self.pool.submit(lambda s: det.run_frame(s, bgr, min_confidence, iou), lane)
+        result = await self._submit(lambda det, s: det.run_frame(s, bgr, min_confidence, iou), lane)
         self.record(result)
         return result
 
@@ -94,6 +104,7 @@ class LoadedModel:
             "fallbackReasons": self.fallback_reasons,
             "averageInferenceMs": round(sum(recent) / len(recent), 2) if recent else None,
             **self.pool.snapshot(),
+            **(self.failover.status() if self.failover is not None else {}),
         }
 
 
@@ -134,7 +145,9 @@ class ModelRegistry:
         defaults = self.manifest.defaults.get(task, {})
         for kind in self.candidate_kinds():
             model_id = defaults.get(kind)
-            if model_id and self._variants_for(self.manifest.models[model_id], kind):
+            # An accelerator counts only when its model's file is here (RKNN/Hailo files are never downloaded).
+            variants = self._variants_for(self.manifest.models[model_id], kind) if model_id else []
+            if variants and (kind == "cpu" or present(self.settings.model_dir, variants)):
                 return model_id
         return defaults.get("cpu") or next(iter(self.manifest.by_task(task)))
 
@@ -177,8 +190,8 @@ class ModelRegistry:
         for kind in self.candidate_kinds():
             variants = self._variants_for(entry, kind)
             if not variants:
-                if kind != "cpu" and kind == self.settings.accelerator:
-                    reasons.append(f"{kind}: model {model_id} has no {kind} variant")
+                if kind != "cpu":
+                    reasons.append(no_model_reason(self, kind, model_id))
                 continue
             report = self.hardware.get(kind)
             if kind != "cpu" and report is not None and not report.usable:
@@ -193,6 +206,9 @@ class ModelRegistry:
                     log.warning("model %s: %s variant %s failed: %s", model_id, kind, variant.file, exc)
                     continue
                 loaded.fallback_reasons = reasons
+                loaded.failover = attach_failover(
+                    model_id, kind, entry, variant, Engine(loaded.pool, loaded.detector, variant.file),
+                    self.settings, lambda v, p: self._open(model_id, entry, v, p, "cpu", labels))
                 if reasons:
                     log.warning("model %s runs on %s after falling back: %s", model_id, kind, "; ".join(reasons))
                 log.info("model %s loaded on %s (%s, %d workers)", model_id, kind, variant.file,
@@ -231,6 +247,8 @@ class ModelRegistry:
     def unload(self, model_id: str) -> None:
         model = self.loaded.pop(model_id, None)
         if model is not None:
+            if model.failover is not None:
+                model.failover.close()
             model.pool.close()
 
     def close(self) -> None:
@@ -244,7 +262,8 @@ class ModelRegistry:
                 task.pool.close()
 
     def stuck_for(self) -> float:
-        pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
+        pools = [p for m in self.loaded.values() for p in (m.failover.pools() if m.failover else [m.pool])]
+        pools += [t.pool for t in self.tasks.values()]
         return max((p.stuck_for() for p in pools), default=0.0)
 
     def status(self) -> list[dict[str, Any]]:

@@ -20,6 +20,9 @@ from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
 
+# A missing system service (needs_service mark) skips a test, or fails it under CI=true.
+from helpers.services import pytest_runtest_setup  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PERCHD_SHARED", REPO.parent / "shared")).resolve()
 MODELS = SHARED / "models"

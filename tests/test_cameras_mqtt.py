@@ -27,11 +27,9 @@ from helpers.mjpeg_server import MjpegServer
 from helpers.mosquitto import Mosquitto, make_tls, mosquitto_available
 from helpers.mqtt_client import Subscriber
 from helpers.rtsp_server import RtspServer, make_clip, system_rtsp_available
+from helpers.services import needs_service
 
-pytestmark = [
-    pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available())),
-    pytest.mark.skipif(bool(system_rtsp_available()), reason=str(system_rtsp_available())),
-]
+pytestmark = needs_service(mosquitto_available(), system_rtsp_available())
 
 # Generous: the machine is shared and slow; the waits end as soon as the condition holds.
 CYCLE_TIMEOUT = 30.0
@@ -327,10 +325,25 @@ async def test_tls_and_password(tmp_path: Path, daemon_factory: Any) -> None:
             sub.stop()
 
 
-def test_event_payload_is_json_with_contract_fields() -> None:
-    # The contract the acceptance checks read: type, after.label, after.camera.
+async def test_event_on_the_wire_has_the_contract_fields(broker: Mosquitto, subscriber: Subscriber) -> None:
+    """The contract the acceptance checks read (type, after.label, after.camera), as the broker delivers what the
+    real publisher sent for a real track."""
     from perch.daemon.cameras.tracker import Track
+    from perch.daemon.mqtt.config import parse_mqtt
+    from perch.daemon.mqtt.publisher import MqttPublisher
 
     t = Track(id="1-a", label="dog", box=(1, 2, 3, 4), score=0.8, top_score=0.9, start_time=1.0, frame_time=2.0)
-    body = json.loads(json.dumps({"type": "new", "before": t.payload("porch"), "after": t.payload("porch")}))
-    assert body["type"] == "new" and body["after"]["label"] == "dog" and body["after"]["camera"] == "porch"
+    cfg = parse_mqtt({"host": "127.0.0.1", "port": broker.port, "topic_prefix": "perch", "discovery": False})
+    assert cfg is not None
+    publisher = MqttPublisher(cfg, [])
+    await publisher.start()
+    try:
+        assert await asyncio.to_thread(publisher.wait_connected, 10)
+        publisher.event("new", t.payload("porch"), t.payload("porch"))
+        events = await subscriber.wait_for(lambda: subscriber.events("new"), 10, "the event")
+    finally:
+        await publisher.stop()
+    event = events[0]
+    assert event["type"] == "new" and event["after"]["label"] == "dog" and event["after"]["camera"] == "porch"
+    assert event["before"] == event["after"] == json.loads(json.dumps(t.payload("porch")))
+    assert event["after"]["id"] == "1-a" and event["after"]["top_score"] == 0.9

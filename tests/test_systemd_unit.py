@@ -1,6 +1,7 @@
 """perchd.service as systemd itself reads it: verify must be silent, offline security exposure at most 2.5.
 
-systemd-analyze comes from the Debian package ``systemd`` (.ci/apt.d/systemd.txt); without it these tests skip.
+systemd-analyze comes from the Debian package ``systemd`` (.ci/apt.d/systemd.txt); without it these tests skip
+(and fail under CI=true, which installs it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.services import missing_service, needs_service
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "perchd.service"
 IMAGE_UNITS = sorted((REPO / "image-build" / "rootfs" / "usr/lib/systemd/system").glob("*.service"))
@@ -21,7 +24,7 @@ JETSON_DROPIN = REPO / "image-build" / "boards" / "jetson" / "perchd.service.d" 
 HOST_UNITS = Path("/usr/lib/systemd/system")
 
 analyze = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(analyze is None, reason="systemd-analyze missing (apt package systemd)")
+needs_analyze = needs_service(None if analyze else "systemd-analyze missing (apt package systemd)")
 
 
 def settings(unit: Path) -> dict[str, list[str]]:
@@ -61,7 +64,7 @@ def fake_root(tmp_path: Path, units: list[Path], dropins: tuple[Path, ...] = ())
 @pytest.mark.parametrize("unit", [UNIT, *IMAGE_UNITS], ids=lambda p: p.name)
 def test_verify_prints_nothing(tmp_path: Path, unit: Path) -> None:
     if not HOST_UNITS.is_dir():
-        pytest.skip("no systemd unit tree on this host")
+        missing_service("no systemd unit tree on this host (apt package systemd)")
     root = fake_root(tmp_path, [unit])
     assert analyze is not None
     # verify exits 0 on unknown or misspelled keys and only prints them: any output is a failure.
@@ -72,7 +75,7 @@ def test_verify_prints_nothing(tmp_path: Path, unit: Path) -> None:
 @needs_analyze
 def test_jetson_dropin_verifies(tmp_path: Path) -> None:
     if not HOST_UNITS.is_dir():
-        pytest.skip("no systemd unit tree on this host")
+        missing_service("no systemd unit tree on this host (apt package systemd)")
     root = fake_root(tmp_path, [UNIT], (JETSON_DROPIN,))
     assert analyze is not None
     done = subprocess.run([analyze, f"--root={root}", "verify", UNIT.name], capture_output=True, text=True, timeout=60)

@@ -1,4 +1,6 @@
-"""systemd integration of the daemon: READY/STATUS at start-up, WATCHDOG=1 while healthy, silence when hung."""
+"""systemd integration of the daemon: READY/STATUS at start-up, WATCHDOG=1 while healthy, silence when hung — an
+NPU call that really blocks (the RKNNLite stand-in waiting on an event) or an event loop that really stops turning —
+and feeding again once released. A real AF_UNIX NOTIFY_SOCKET receives every message."""
 
 from __future__ import annotations
 
@@ -8,16 +10,23 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
 
+from perch.daemon.api.common import CODEPROJECT
+from perch.daemon.app import create_app
 from perch.daemon.config import Settings
 from perch.daemon.core import Core
 
-from conftest import MODELS, free_port
+from conftest import MODELS, REPO, free_port, image_bytes
+from helpers import standins
 
 
 def _listen(tmp_path: Path) -> tuple[socket.socket, str]:
@@ -58,23 +67,77 @@ def test_daemon_notifies_ready_and_feeds_watchdog(tmp_path: Path) -> None:
         sock.close()
 
 
-async def test_hung_inference_stops_the_watchdog(tmp_path: Path, settings: Settings,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def _stamped(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(monotonic arrival time, line) of every notification within `seconds`."""
+    out: list[tuple[float, str]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(TimeoutError):
+            data = sock.recv(4096).decode()
+            out += [(time.monotonic(), line) for line in data.splitlines()]
+    return out
+
+
+@pytest.fixture
+async def npu_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Core, TestClient, Any,
+                                                                                            socket.socket]]:
+    """A daemon serving on the RK3588's three NPU cores through the RKNNLite stand-in, under a real NOTIFY_SOCKET
+    with WatchdogSec=2 (it must be fed at least every 1.5 s: Core._watchdog_limit)."""
     sock, path = _listen(tmp_path)
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    core = Core(settings)
-    await core.start()
-    heartbeat = asyncio.create_task(core.loop_heartbeat())
+    settings = Settings(model_dir=MODELS, state_dir=tmp_path / "s", cache_dir=tmp_path / "c", legacy_port=0,
+                        cpu={"workers": 1}, hardware_root=REPO / "tests/fixtures/boards/orangepi5-rk3588s-vendor")
+    with standins.rknnlite(monkeypatch, {"yolox_nano_rk3588_fp16.rknn": MODELS / "detection/yolox_nano.onnx"}) as lite:
+        core = Core(settings)
+        await core.start()
+        heartbeat = asyncio.create_task(core.loop_heartbeat())
+        try:
+            async with TestClient(TestServer(create_app(core, CODEPROJECT))) as client:
+                yield core, client, lite, sock
+        finally:
+            heartbeat.cancel()
+            await core.close()
+            sock.close()
+
+
+async def test_a_really_hung_npu_call_stops_the_watchdog(npu_daemon: tuple[Core, TestClient, Any, socket.socket]
+                                                         ) -> None:
+    core, client, lite, sock = npu_daemon
+    assert core.registry.loaded["yolox_nano"].inference_device == "NPU"
+    assert "WATCHDOG=1" in await asyncio.to_thread(_drain, sock, 3.0, lambda m: "WATCHDOG=1" in m)
+    release = threading.Event()
+    lite.faults.hold = release  # the next RKNNLite.inference blocks like a hung NPU driver
+    fd = FormData()
+    fd.add_field("image", image_bytes("pets.jpg"), filename="a.jpg")
+    request = asyncio.create_task(client.post("/v1/vision/detection", data=fd))
     try:
-        healthy = await asyncio.to_thread(_drain, sock, 3.0)
-        assert "WATCHDOG=1" in healthy
-        pool = core.registry.loaded["ssd_mobilenet_v1"].pool
-        pool.busy_since[0] = time.monotonic() - 60  # as if an NPU call had hung for a minute
-        await asyncio.to_thread(_drain, sock, 0.5)
-        assert "WATCHDOG=1" not in await asyncio.to_thread(_drain, sock, 2.5)
+        assert await asyncio.to_thread(lite.faults.blocked.wait, 10)
+        hung_at = time.monotonic()
+        messages = await asyncio.to_thread(_stamped, sock, 3.0)
+        # After the limit (1.5 s, plus the throttle's margin) nothing feeds systemd: it would restart the service.
+        assert not [t for t, m in messages if m == "WATCHDOG=1" and t > hung_at + 2.0], messages
+        # ... while the event loop is fine and says so.
+        ping = await client.get("/v1/status/ping")
+        assert ping.status == 200 and (await ping.json())["success"]
     finally:
-        heartbeat.cancel()
-        await core.close()
-        sock.close()
+        release.set()
+    response = await request
+    assert response.status == 200 and (await response.json())["inferenceDevice"] == "NPU"
+    assert "WATCHDOG=1" in await asyncio.to_thread(_drain, sock, 2.0, lambda m: "WATCHDOG=1" in m)
+
+
+async def test_a_blocked_event_loop_stops_the_watchdog(npu_daemon: tuple[Core, TestClient, Any, socket.socket]
+                                                       ) -> None:
+    _, client, _, sock = npu_daemon
+    assert "WATCHDOG=1" in await asyncio.to_thread(_drain, sock, 3.0, lambda m: "WATCHDOG=1" in m)
+    listener = asyncio.get_running_loop().run_in_executor(None, _stamped, sock, 4.5)
+    await asyncio.sleep(0.2)
+    blocked_at = time.monotonic()
+    time.sleep(3.5)  # the test hook: a callback hogging the event loop (the idle NPU workers keep asking to feed)
+    unblocked_at = time.monotonic()
+    messages = await listener
+    assert not [t for t, m in messages if m == "WATCHDOG=1" and blocked_at + 2.0 < t < unblocked_at], messages
+    assert [t for t, m in messages if m == "WATCHDOG=1" and t >= unblocked_at], messages  # fed again at once
+    assert (await client.get("/v1/status/ping")).status == 200

@@ -24,6 +24,7 @@ import numpy as np
 from ..mqtt.config import MqttConfig, parse_mqtt
 from ..mqtt.discovery import DeviceInfo
 from ..mqtt.publisher import MqttPublisher
+from ..selection import accelerator_state
 from ..version import VERSION
 from ..vision.types import Detection
 from .config import CameraConfig, CameraConfigError, parse_cameras
@@ -95,6 +96,9 @@ def registry_stats(registry: Any) -> Callable[[], dict[str, Any]]:
             out["inference_ms"] = round(sum(times) / len(times), 1)
         if loaded:
             out["device"] = loaded[0].get("accelerator") or out.get("device")
+        state = accelerator_state(loaded, registry.hardware)
+        # Home Assistant's "Accelerator status" diagnostic: the state, with the reason as an attribute.
+        out["accelerator_status"], out["accelerator_reason"] = state["state"], state["reason"]
         return out
 
     return stats

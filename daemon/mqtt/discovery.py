@@ -113,6 +113,22 @@ def discovery_configs(
             **_availability(topics, None),
         },
     )
+    add(
+        "sensor",
+        "accelerator_status",
+        {
+            "name": "Accelerator status",
+            "state_topic": stats,
+            # accelerator | cpu | fallback | degraded; why, as an attribute (a state is limited to 255 characters).
+            "value_template": "{{ value_json.accelerator_status }}",
+            "json_attributes_topic": stats,
+            "json_attributes_template": "{{ {'reason': value_json.accelerator_reason} | tojson }}",
+            "entity_category": "diagnostic",
+            "icon": "mdi:chip",
+            "device": root_device,
+            **_availability(topics, None),
+        },
+    )
     if device.has_temperature:
         add(
             "sensor",

@@ -27,6 +27,7 @@ from ...accelerators.cpu_dlib import LANDMARKS
 from ..registry import LoadedTask, ModelRegistry, ModelUnavailable
 from ..store import FaceGallery
 from .image import decode_image
+from .types import clip_box
 
 TASK = "faces"
 DETECTOR_MODEL = "yunet_face"
@@ -115,7 +116,7 @@ class FaceWorker:
             x, y, fw, fh = (float(v) / scale for v in row[:4])
             points = tuple((round(float(row[4 + 2 * i]) / scale), round(float(row[5 + 2 * i]) / scale))
                            for i in range(5))
-            box = (max(0, round(x)), max(0, round(y)), min(w, round(x + fw)), min(h, round(y + fh)))
+            box = clip_box((x, y, x + fw, y + fh), w, h)
             if box[2] > box[0] and box[3] > box[1]:
                 faces.append(Face(float(row[14]), *box, landmarks=points))
         faces.sort(key=lambda f: f.confidence, reverse=True)

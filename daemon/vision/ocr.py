@@ -20,6 +20,7 @@ import numpy as np
 from ...accelerators.base import Session
 from ..registry import LoadedTask, ModelRegistry, ModelUnavailable
 from .image import decode_image
+from .types import clip_box
 
 TASK = "alpr"
 DET_MODEL = "ppocr_det_v4"
@@ -267,10 +268,11 @@ class PlateReader:
             if line.height < MIN_HEIGHT_SHARE * tallest:
                 continue
             cct_text, cct_conf, weakest, box = self.read_plate(worker.plate, bgr, line.box)
+            size = (bgr.shape[1], bgr.shape[0])
             if weakest >= PLATE_MIN_CHAR_CONFIDENCE and abs(len(cct_text) - len(text)) <= 2:
-                plates.append(Plate(cct_text, cct_conf, *box))
+                plates.append(Plate(cct_text, cct_conf, *clip_box(box, *size)))
             else:
-                plates.append(Plate(text, line.confidence, *line.box))
+                plates.append(Plate(text, line.confidence, *clip_box(line.box, *size)))
         plates.sort(key=lambda p: p.confidence, reverse=True)
         t2 = time.perf_counter()
         self.loaded.record((t2 - t1) * 1000)

@@ -23,12 +23,13 @@ class Transform:
     height: int
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """boxes [N,4] x1,y1,x2,y2 in model-input pixels -> clipped original pixels (float)."""
+        """boxes [N,4] x1,y1,x2,y2 in model-input pixels -> original pixels (float) inside 0..width-1, 0..height-1."""
         out = np.empty_like(boxes, dtype=np.float32)
         out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.scale_x
         out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.scale_y
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
+        # Fancy indexing copies, so the clipped columns are assigned back (np.clip(out=...) would clip a copy).
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, self.width - 1)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, self.height - 1)
         return out
 
 
@@ -50,7 +51,10 @@ class Preprocessor:
             info = np.iinfo(self.dtype)
             values = np.clip(np.round(values / scale + zero), info.min, info.max)
         self._lut: np.ndarray | None = None
-        if not (spec.normalize == "raw" and self.dtype == np.uint8):
+        # A uint8 input without quantisation takes pixels as they are: the device normalises them itself (a Hailo
+        # .hef or an NPU build with mean/std inside), whatever the model's float variants expect.
+        pixels = self.dtype == np.uint8 and (spec.normalize == "raw" or tensor.quant is None)
+        if not pixels:
             self._lut = values.astype(self.dtype)
 
     def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, Transform]:

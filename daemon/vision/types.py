@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -25,3 +26,12 @@ class Detection:
 
     def area(self) -> int:
         return max(0, self.width) * max(0, self.height)
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer pixels inside the image, 0 <= x_min <= x_max <= width - 1 (same for y): clients crop with them, and a
+    negative or out-of-range coordinate breaks face and plate tools and Frigate's normalised boxes."""
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    x1, x2 = (min(max(v, 0), max(width - 1, 0)) for v in (x1, x2))
+    y1, y2 = (min(max(v, 0), max(height - 1, 0)) for v in (y1, y2))
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)

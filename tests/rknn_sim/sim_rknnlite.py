@@ -9,27 +9,29 @@ while recording its own core mask so the test can check that one context was pin
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import types
 from pathlib import Path
 from typing import Any, ClassVar
 
 
-def convert(onnx: Path, out: Path, target: str = "rk3588") -> Any:
-    """ONNX -> fp16 RKNN for `target`, exported to `out`; returns the toolkit object that can simulate it."""
-    from rknn.api import RKNN
+def _converter() -> Any:
+    """models/rknn/convert.py (a script, not a package module), loaded by path."""
+    path = Path(__file__).resolve().parents[2] / "models" / "rknn" / "convert.py"
+    spec = importlib.util.spec_from_file_location("perch_rknn_convert", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    rknn = RKNN(verbose=False)
-    # YOLOX takes raw BGR 0-255: no normalisation inside the NPU graph.
-    if rknn.config(mean_values=[[0, 0, 0]], std_values=[[1, 1, 1]], target_platform=target) != 0:
-        raise RuntimeError("rknn.config failed")
-    if rknn.load_onnx(model=str(onnx)) != 0:
-        raise RuntimeError(f"rknn.load_onnx({onnx}) failed")
-    if rknn.build(do_quantization=False) != 0:
-        raise RuntimeError("rknn.build failed")
-    if rknn.export_rknn(str(out)) != 0:
-        raise RuntimeError(f"rknn.export_rknn({out}) failed")
+
+def convert(onnx: Path, out: Path, target: str = "rk3588") -> Any:
+    """ONNX -> fp16 RKNN for `target` with the project's converter (what `perchd models convert` runs), exported
+    to `out`; returns the toolkit object, now running on the simulator and registered under `out`."""
+    rknn = _converter().convert(onnx, out, target)
     if rknn.init_runtime() != 0:  # target=None: the simulator
+        rknn.release()
         raise RuntimeError("rknn.init_runtime (simulator) failed")
     SimRKNNLite.models[str(out)] = rknn
     return rknn
