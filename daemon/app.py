@@ -16,6 +16,7 @@ from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
+from .graceful import drain_timeout, stop_runners
 from .metrics import serve as metrics
 from .openapi import routes as openapi
 from .update.service import update_lifecycle
@@ -133,5 +134,4 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info("stopping")
         core.notifier.stopping("stopping")
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await stop_runners(runners, drain_timeout(settings.queue.timeout_s))

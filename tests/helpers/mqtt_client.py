@@ -83,7 +83,11 @@ class Subscriber:
         return [m for m in self.snapshot() if m.topic == topic]
 
     def events(self, kind: str | None = None, prefix: str = "perch") -> list[dict[str, Any]]:
-        out = [m.json() for m in self.on(f"{prefix}/events")]
+        """Events of every box under `prefix` (<prefix>/<box>/events, or <prefix>/events in the legacy layout);
+        pass prefix="perch/<box>" for one box's."""
+        depth = prefix.count("/")
+        out = [m.json() for m in self.snapshot() if m.topic == f"{prefix}/events" or (
+            m.topic.startswith(f"{prefix}/") and m.topic.endswith("/events") and m.topic.count("/") == depth + 2)]
         return [e for e in out if kind is None or e["type"] == kind]
 
     async def wait_for(self, pred: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
