@@ -12,6 +12,7 @@ from types import ModuleType
 from aiohttp import web
 
 from .api import auth, codeproject, status
+from .api.admission import admission_middleware
 from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
@@ -32,7 +33,7 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     """One listener's app. Both listeners share the Core (models, queues); only error semantics differ."""
     # Base64 bodies (Roboflow) are a third larger than the image they carry.
     max_body = int(core.settings.limits.max_upload_mb * 1024 * 1024 * 1.4) + 65536
-    app = web.Application(middlewares=[perch_middleware], client_max_size=max_body)
+    app = web.Application(middlewares=[perch_middleware, admission_middleware], client_max_size=max_body)
     app[CORE] = core
     app[SEMANTICS] = semantics
     auth.install(app)
