@@ -1,8 +1,9 @@
 """The daemon's stop sequence (SIGTERM from systemd, an upgrade, a restart by the watchdog).
 
 1. every listener stops accepting at once (new connections are refused, so a load balancer retries elsewhere);
-2. idle keep-alive connections are closed and the requests already read are answered, within a bound that keeps
-   the whole stop inside systemd's TimeoutStopSec (a request waits in the queue at most `queue.timeout_s`);
+2. the requests in progress are answered, uploads still arriving included, each with `Connection: close`; then
+   the idle keep-alive connections are closed. All within a bound that keeps the whole stop inside systemd's
+   TimeoutStopSec (a request waits in the queue at most `queue.timeout_s`);
 3. only then the apps' cleanup runs: cameras end their tracks, MQTT says `offline` for each camera and the box,
    the model workers stop and the state database closes.
 """
@@ -15,6 +16,9 @@ import time
 from collections.abc import Sequence
 
 from aiohttp import web
+
+from .api.admission import gauge_of
+from .api.common import CORE
 
 log = logging.getLogger("perch.app")
 
@@ -29,18 +33,26 @@ def drain_timeout(queue_timeout_s: float) -> float:
 
 async def stop_runners(runners: Sequence[web.AppRunner], timeout: float) -> None:
     started = time.monotonic()
+    deadline = started + timeout
     for runner in runners:
         for site in list(runner.sites):
             await site.stop()
+    gauges = {id(g): g for g in (gauge_of(r.app[CORE]) for r in runners if CORE in r.app)}.values()
+    for g in gauges:
+        g.draining = True
     # One turn of the loop: requests whose bytes arrived before the listeners closed start being handled.
     await asyncio.sleep(0)
+    active = sum(g.active for g in gauges)
+    if active:
+        log.info("stopping: listeners closed; answering %d request(s) in progress", active)
+    # aiohttp's own shutdown stops reading from every connection at once, which would cut off an upload that is
+    # still arriving: wait for the requests in progress first (they are answered with Connection: close).
+    while any(g.active for g in gauges) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     servers = [r.server for r in runners if r.server is not None]
-    in_flight = sum(len(s.connections) for s in servers)
     for server in servers:
-        server.pre_shutdown()
-    if in_flight:
-        log.info("stopping: listeners closed; finishing the requests in flight on %d connection(s)", in_flight)
-    await asyncio.gather(*(server.shutdown(timeout) for server in servers))
+        server.pre_shutdown()  # closes the idle keep-alive connections
+    await asyncio.gather(*(server.shutdown(max(0.1, deadline - time.monotonic())) for server in servers))
     for runner in reversed(runners):
         await runner.cleanup()
-    log.info("stopped in %.1f s", time.monotonic() - started)
+    log.info("stopped serving in %.1f s", time.monotonic() - started)

@@ -33,7 +33,9 @@ HOLD_S = 0.5
 class Admission:
     def __init__(self, max_depth: int, workers: int | None) -> None:
         self.limit = 2 * max_depth + (workers or os.cpu_count() or 1)
-        self.in_progress = 0
+        self.in_progress = 0  # uploads (work requests) being read, queued or run
+        self.active = 0  # every request being handled, for the stop sequence (daemon/graceful.py)
+        self.draining = False  # stopping: answers close their connection
         self.refused = 0
         self._second = 0
         self._in_second = 0
@@ -57,7 +59,10 @@ _GAUGES: weakref.WeakKeyDictionary[object, Admission] = weakref.WeakKeyDictionar
 
 
 def gauge(request: web.Request) -> Admission:
-    core = request.app[CORE]
+    return gauge_of(request.app[CORE])
+
+
+def gauge_of(core: object) -> Admission:
     found = _GAUGES.get(core)
     if found is None:
         found = _GAUGES[core] = Admission(core.settings.queue.max_depth, core.settings.cpu.workers)
@@ -75,9 +80,21 @@ def _busy(response: web.StreamResponse) -> bool:
 
 @web.middleware
 async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    g = gauge(request)
+    g.active += 1
+    try:
+        response = await _admit(request, handler, g)
+    finally:
+        g.active -= 1
+    if g.draining:
+        # The listeners are closed: this connection carries no further request (the client reconnects elsewhere).
+        response.force_close()
+    return response
+
+
+async def _admit(request: web.Request, handler: Handler, g: Admission) -> web.StreamResponse:
     if not _is_work(request) or request.match_info.http_exception is not None:
         return await handler(request)
-    g = gauge(request)
     if g.in_progress >= g.limit:
         await g.hold()
         return refuse(request, dialect_of(request), f"server busy: {g.in_progress} requests in progress", 503)
