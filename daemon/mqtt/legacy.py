@@ -44,12 +44,13 @@ class LegacyCleanup:
         """Record a retained message from the old layout; False when the topic is not one of them."""
         if not self.enabled:
             return False
-        parts = topic.split("/")
+        head = f"{self.discovery_prefix}/"
+        parts = topic[len(head):].split("/") if topic.startswith(head) else []
         with self._lock:
             if topic == self.available_topic:
                 self._available = payload.decode(errors="replace").strip()
                 return True
-            if len(parts) == 4 and parts[0] == self.discovery_prefix and parts[2] == self.node and parts[3] == "config":
+            if len(parts) == 4 and parts[1] == self.node and parts[3] == "config":
                 if payload:
                     self._configs[topic] = payload
                 return True

@@ -38,13 +38,17 @@ class Subscriber:
         tls_ca: Path | None = None,
         username: str | None = None,
         password: str | None = None,
+        clean_session: bool = True,
     ) -> None:
         self.port = port
         self.topics = topics
         self.messages: list[Msg] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        # clean_session=False: a persistent session; its subscriptions and undelivered QoS 1 messages survive a
+        # broker restart (with persistence) and a reconnect.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.client.reconnect_delay_set(1, 2)
         if tls_ca is not None:
             self.client.tls_set(ca_certs=str(tls_ca))
         if username is not None:
