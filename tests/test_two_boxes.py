@@ -50,7 +50,9 @@ async def test_two_boxes_share_a_broker_without_clobbering(tmp_path: Path) -> No
         daemons = {box: Daemon(tmp_path / box, MODELS, name=box, config=config) for box in BOXES}
         try:
             for d in daemons.values():
-                d.start()
+                d.launch()
+            for d in daemons.values():
+                d.ready()
             for box in BOXES:
                 await sub.wait_for(lambda box=box: sub.events("new", prefix=f"perch/{box}"), 60, f"{box} event")
                 await sub.wait_for(lambda box=box: [m for m in sub.on(f"perch/{box}/porch/dog") if m.text != "0"],

@@ -56,9 +56,18 @@ class Daemon:
     # -- life cycle -----------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> Daemon:
+        return self.launch().ready(timeout)
+
+    def launch(self) -> Daemon:
+        """Start the process without waiting (start several, then wait for each with ready())."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "perch.daemon", "run"], env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def ready(self, timeout: float = 60.0) -> Daemon:
+        """Wait until /v1/status/ping answers (the models are loaded and the listeners bound)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -267,3 +267,36 @@ async def run_clients(ports: dict[str, int], plan: list[Kind], seconds: float, t
 
     await asyncio.gather(*(client(k) for k in plan))
     return results
+
+
+_FRIGATE = r"""
+import json, sys, time
+import requests
+url, seconds, jpeg_path, timeout = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+jpeg = open(jpeg_path, "rb").read()
+out = []
+end = time.time() + seconds
+while time.time() < end:
+    t = time.time()
+    try:
+        # As Frigate's deepstack detector sends it: a new connection per frame, a 100 ms timeout by default.
+        r = requests.post(url, files={"image": ("image.jpg", jpeg, "image/jpeg")}, timeout=timeout)
+        ok = r.status_code == 200 and r.json().get("success") is True
+    except (requests.RequestException, ValueError):
+        ok = False
+    out.append((t, ok))
+print(json.dumps(out))
+"""
+
+
+class FrigateClient:
+    """Frigate's deepstack detector: one request at a time, each with a short timeout; (start time, success)
+    pairs, from a separate process so the test's own load never delays it."""
+
+    def __init__(self, url: str, seconds: float, jpeg_path: Any, timeout: float = 0.1) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _FRIGATE, url, str(seconds), str(jpeg_path),
+                                      str(timeout)], stdout=subprocess.PIPE, text=True)
+
+    def result(self, timeout: float = 300) -> list[tuple[float, bool]]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return [(float(t), bool(ok)) for t, ok in json.loads(out)]
