@@ -151,9 +151,11 @@ class MqttPublisher:
         with self._lock:
             # Under the lock: what the cameras raise meanwhile goes out after this, never before, never lost, and a
             # newer count is never overwritten by the older one restored here.
-            if self._pending or self._outage_drops:
+            if self._outage_drops:
                 log.warning("MQTT: sending %d event(s) held during the outage; %d older one(s) were dropped",
                             len(self._pending), self._outage_drops)
+            elif self._pending:
+                log.info("MQTT: sending %d event(s) held during the outage", len(self._pending))
             self._outage_drops = 0
             while self._pending:
                 client.publish(self.topics.events, self._pending.popleft(), qos=1)
