@@ -114,7 +114,7 @@ async def test_haproxy_in_front_of_three_boxes_loses_no_request(tmp_path: Path) 
             assert r.answer is not None and catalogue[r.kind].ok(r.answer), (r.kind, r.error or r.answer)
 
         # Load: four clients (both semantics and a cloud dialect) with a little think time, and Frigate.
-        phase_s = 8.0
+        phase_s = 6.0
         frigate = FrigateClient(f"http://127.0.0.1:{haproxy.fronts['main']}/v1/vision/detection", 3 * phase_s,
                                 jpeg_file)
         plan = [catalogue[n] for n in ("detection", "deepstack", "ultralytics", "detection")]

@@ -1,7 +1,8 @@
 """Soak: 20,000 mixed requests at concurrency 4 against a real daemon, every dialect and task mixed in.
 
 No request may fail; between request 2,000 (every model loaded, caches warm) and the end the daemon's RSS may grow
-by less than 5 %, and its open file descriptors and threads stay where they were. PERCHD_SOAK_REQUESTS changes the
+by less than 5 %, its open file descriptors stay where they were, and its threads stop growing once the thread
+pools have their workers. PERCHD_SOAK_REQUESTS changes the
 count; PERCHD_SOAK_MINUTES=N runs for N minutes instead (the long variant, for people with time).
 """
 
@@ -26,8 +27,8 @@ CONCURRENCY = 4
 BASELINE_AT = 2000
 MAX_RSS_GROWTH = 0.05
 # Weights of the mix: mostly what cameras and NVRs send, some of everything else.
-MIX = {"detection": 30, "deepstack": 10, "ultralytics": 10, "roboflow": 10, "raypack": 8, "face": 14, "scene": 14,
-       "recognize": 2, "register": 1}
+MIX = {"detection": 22, "deepstack": 8, "ultralytics": 8, "roboflow": 8, "raypack": 6, "face": 22, "scene": 22,
+       "recognize": 3, "register": 1}
 
 
 def _faces(face: bytes) -> dict[str, Kind]:
@@ -109,4 +110,8 @@ async def test_soak_mixed_requests_memory_and_descriptors_flat(tmp_path: Path) -
     assert len(results) >= (1 if minutes else total)
     assert growth < MAX_RSS_GROWTH, f"RSS grew {growth * 100:.1f} % after request {base[0]}"
     assert end[2]["fds"] <= base[2]["fds"], (base, end)
-    assert end[2]["threads"] <= base[2]["threads"], (base, end)
+    # Thread pools (asyncio's default executor, the native runtimes') may still add a thread after the baseline,
+    # up to their fixed size; a leak would keep adding them: none in the second half, a couple at most overall.
+    middle = next(s for s in samples if s[0] >= (base[0] + end[0]) // 2)
+    assert end[2]["threads"] <= middle[2]["threads"], (middle, end)
+    assert end[2]["threads"] <= base[2]["threads"] + 2, (base, end)
