@@ -44,9 +44,10 @@ async def stop_runners(runners: Sequence[web.AppRunner], timeout: float) -> None
     await asyncio.sleep(0)
     active = sum(g.active for g in gauges)
     if active:
-        log.info("stopping: listeners closed; answering %d request(s) in progress", active)
+        log.info("stopping: listeners closed; answering %d upload(s) in progress", active)
     # aiohttp's own shutdown stops reading from every connection at once, which would cut off an upload that is
-    # still arriving: wait for the requests in progress first (they are answered with Connection: close).
+    # still arriving: wait for the requests with a body first (they are answered with Connection: close). The
+    # others (status, live streams, which the apps' on_shutdown ends) are waited for by aiohttp's shutdown.
     while any(g.active for g in gauges) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     servers = [r.server for r in runners if r.server is not None]

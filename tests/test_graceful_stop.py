@@ -25,8 +25,9 @@ from helpers.mjpeg_server import MjpegServer
 from helpers.mosquitto import Mosquitto, mosquitto_available
 from helpers.mqtt_client import Subscriber
 from helpers.rtsp_server import make_clip
+from helpers.services import needs_service
 
-pytestmark = pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available()))
+pytestmark = needs_service(mosquitto_available())
 
 BASE = "perch/garage"
 

@@ -19,8 +19,9 @@ from perch.daemon.mqtt.publisher import MqttPublisher
 
 from helpers.mosquitto import Mosquitto, mosquitto_available
 from helpers.mqtt_client import Subscriber
+from helpers.services import needs_service
 
-pytestmark = pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available()))
+pytestmark = needs_service(mosquitto_available())
 
 CAMERAS, _ = parse_cameras([{"name": "porch", "url": "rtsp://cam/x", "detect": {"labels": ["person", "dog"]}}])
 

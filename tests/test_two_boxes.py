@@ -9,16 +9,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import IMAGES, MODELS
 from helpers.daemon import Daemon
 from helpers.mjpeg_server import MjpegServer
 from helpers.mosquitto import Mosquitto, mosquitto_available
 from helpers.mqtt_client import Msg, Subscriber
 from helpers.rtsp_server import make_clip
+from helpers.services import needs_service
 
-pytestmark = pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available()))
+pytestmark = needs_service(mosquitto_available())
 
 BOXES = ("garage", "attic")
 

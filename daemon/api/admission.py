@@ -34,7 +34,9 @@ class Admission:
     def __init__(self, max_depth: int, workers: int | None) -> None:
         self.limit = 2 * max_depth + (workers or os.cpu_count() or 1)
         self.in_progress = 0  # uploads (work requests) being read, queued or run
-        self.active = 0  # every request being handled, for the stop sequence (daemon/graceful.py)
+        # Requests with a body being handled, for the stop sequence (daemon/graceful.py): aiohttp's own shutdown
+        # stops reading bodies, so these are waited for first. Bodiless ones (live streams too) are left to it.
+        self.active = 0
         self.draining = False  # stopping: answers close their connection
         self.refused = 0
         self._second = 0
@@ -81,11 +83,12 @@ def _busy(response: web.StreamResponse) -> bool:
 @web.middleware
 async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     g = gauge(request)
-    g.active += 1
+    body = request.can_read_body
+    g.active += body
     try:
         response = await _admit(request, handler, g)
     finally:
-        g.active -= 1
+        g.active -= body
     if g.draining:
         # The listeners are closed: this connection carries no further request (the client reconnects elsewhere).
         response.force_close()

@@ -24,9 +24,9 @@ from helpers.mjpeg_server import MjpegServer
 from helpers.mosquitto import Mosquitto, mosquitto_available
 from helpers.mqtt_client import Subscriber
 from helpers.rtsp_server import make_clip
+from helpers.services import needs_service
 
-pytestmark = [pytest.mark.reliability,
-              pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available()))]
+pytestmark = [pytest.mark.reliability, needs_service(mosquitto_available())]
 
 OUTAGE_S = float(os.environ.get("PERCHD_OUTAGE_S", "30"))
 BASE = "perch/shed"

@@ -6,7 +6,6 @@ the success rate it had before. deploy/nginx/perch.conf is checked by nginx itse
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
@@ -20,6 +19,7 @@ from conftest import IMAGES, MODELS, REPO
 from helpers.daemon import Daemon
 from helpers.load import FrigateClient, Kind, Result, kinds, one, run_clients, small_jpeg
 from helpers.rtsp_server import free_port
+from helpers.services import missing_service
 
 pytestmark = pytest.mark.reliability
 
@@ -30,9 +30,7 @@ FRIGATE_MARGIN = 0.15  # success rate after the kills may be this much below the
 
 def _missing(path: str, package: str) -> None:
     if not Path(path).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{package} is not installed (.ci/apt.d/reliability.txt)")
-        pytest.skip(f"Debian package {package} not installed")
+        missing_service(f"Debian package {package} not installed (.ci/apt.d/reliability.txt)")
 
 
 def templated(text: str, boxes: list[Daemon], fronts: dict[str, int]) -> str:
