@@ -111,7 +111,8 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         bound: list[int] = []
         for app, port in listeners:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   shutdown_timeout=drain_timeout(settings.queue.timeout_s))
             await runner.setup()
             runners.append(runner)
             semantics = app[SEMANTICS]

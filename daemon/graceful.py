@@ -46,14 +46,11 @@ async def stop_runners(runners: Sequence[web.AppRunner], timeout: float) -> None
     if active:
         log.info("stopping: listeners closed; answering %d upload(s) in progress", active)
     # aiohttp's own shutdown stops reading from every connection at once, which would cut off an upload that is
-    # still arriving: wait for the requests with a body first (they are answered with Connection: close). The
-    # others (status, live streams, which the apps' on_shutdown ends) are waited for by aiohttp's shutdown.
+    # still arriving: wait for the requests with a body first (they are answered with Connection: close).
     while any(g.active for g in gauges) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    servers = [r.server for r in runners if r.server is not None]
-    for server in servers:
-        server.pre_shutdown()  # closes the idle keep-alive connections
-    await asyncio.gather(*(server.shutdown(max(0.1, deadline - time.monotonic())) for server in servers))
+    # Then aiohttp's own order: idle keep-alive connections closed, the apps' on_shutdown (live streams end), the
+    # remaining handlers awaited (each runner's shutdown_timeout, see drain_timeout), the apps cleaned up.
     for runner in reversed(runners):
         await runner.cleanup()
     log.info("stopped serving in %.1f s", time.monotonic() - started)

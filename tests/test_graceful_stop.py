@@ -101,6 +101,9 @@ async def test_sigterm_under_load_answers_what_was_accepted_and_loses_nothing(tm
     with Mosquitto(tmp_path) as broker, MjpegServer(clip) as camera:
         sub = Subscriber(broker.port).start()
         config = {
+            # A long queue timeout makes the drain bound (daemon/graceful.py) 15 s: anything that held the stop up
+            # until that bound (a live stream) would show as a stop slower than TimeoutStopSec / 2.
+            "queue": {"timeout_s": 30},
             "mqtt": {"host": "127.0.0.1", "port": broker.port},
             "cameras": [{"name": "porch", "url": camera.url, "detect": {"fps": 5, "labels": ["dog"]}}],
         }
@@ -135,6 +138,13 @@ async def test_sigterm_under_load_answers_what_was_accepted_and_loses_nothing(tm
             tasks = [asyncio.create_task(c.run()) for c in load]
             await until(lambda: all(len(c.log) >= 2 for c in load) and registered, 60, "load running")
 
+            # A dashboard viewer's live stream (it never ends by itself) must not hold the stop up.
+            viewer_r, viewer_w = await asyncio.open_connection("127.0.0.1", daemon.port)
+            viewer_w.write(f"GET /cameras/porch/stream.mjpeg HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n\r\n"
+                           .encode())
+            assert (await asyncio.wait_for(viewer_r.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 200")
+            watching = asyncio.create_task(_watch(viewer_r))  # reads the frames, as a browser does
+
             # An upload still arriving when the signal comes: accepted, so it must be answered.
             slow_raw = catalogue["detection"].raw(daemon.port)
             reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
@@ -162,6 +172,8 @@ async def test_sigterm_under_load_answers_what_was_accepted_and_loses_nothing(tm
 
             rc = await asyncio.to_thread(daemon.wait, 60)
             stopped_in = time.monotonic() - term
+            viewer_w.close()
+            await watching
             stop_registering.set()
             for c in load:
                 c.stop = True
@@ -199,6 +211,12 @@ async def test_sigterm_under_load_answers_what_was_accepted_and_loses_nothing(tm
             status, body = await get(again.port, "/v1/settings/ObjectDetectionPerch")
             assert status == 200 and "0.55" in str(body), body
     sock.close()
+
+
+async def _watch(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(OSError):
+        while await reader.read(65536):
+            pass
 
 
 def _load(catalogue: dict[str, Kind]) -> list[Kind]:
