@@ -116,11 +116,13 @@ async def test_haproxy_in_front_of_three_boxes_loses_no_request(tmp_path: Path) 
         frigate = FrigateClient(f"http://127.0.0.1:{haproxy.fronts['main']}/v1/vision/detection", 3 * phase_s,
                                 jpeg_file)
         plan = [catalogue[n] for n in ("detection", "deepstack", "ultralytics", "detection")]
-        load = asyncio.create_task(_paced(haproxy.fronts, plan, 3 * phase_s, think_s=0.1))
+        # Light enough for the one box left at the end: the comparison is about failing over, not about capacity.
+        load = asyncio.create_task(_paced(haproxy.fronts, plan, 3 * phase_s, think_s=0.3))
         await asyncio.sleep(phase_s)
         killed_at = time.time()
         boxes[0].signal(signal.SIGKILL)
         await asyncio.sleep(phase_s)
+        stopped_at = time.time()
         boxes[1].signal(signal.SIGTERM)
         results = await load
         frigate_log = frigate.result()
@@ -138,9 +140,12 @@ async def test_haproxy_in_front_of_three_boxes_loses_no_request(tmp_path: Path) 
     before = [ok for t, ok in frigate_log if t < killed_at]
     after = [ok for t, ok in frigate_log if t >= killed_at]
     rate_before, rate_after = sum(before) / len(before), sum(after) / len(after)
+    # Failures within a second of each signal: what failing over itself cost the Frigate-style client.
+    near = [ok for t, ok in frigate_log if any(0 <= t - at < 1.0 for at in (killed_at, stopped_at))]
     print(f"\nhaproxy: {len(results)} requests through HAProxy to 3 boxes, one SIGKILLed and one SIGTERMed under "
           f"load: {len(failed)} failed; Frigate-style client (100 ms timeout) {rate_before:.1%} of "
-          f"{len(before)} before the kills, {rate_after:.1%} of {len(after)} after")
+          f"{len(before)} before the kills, {rate_after:.1%} of {len(after)} after ({near.count(False)} of "
+          f"{len(near)} failed within 1 s of a signal)")
     assert not failed, failed[:5]
     assert rate_after >= rate_before - FRIGATE_MARGIN, (rate_before, rate_after)
 
