@@ -23,6 +23,7 @@ import weakref
 
 from aiohttp import web
 
+from ..core import Core
 from ..scheduler import QueueFull
 from .auth import UNBILLED_PREFIXES, dialect_of, refuse
 from .common import CORE, Handler
@@ -57,14 +58,14 @@ class Admission:
 
 
 # One gauge per Core: the CodeProject and DeepStack listeners share the models, so they share the limit.
-_GAUGES: weakref.WeakKeyDictionary[object, Admission] = weakref.WeakKeyDictionary()
+_GAUGES: weakref.WeakKeyDictionary[Core, Admission] = weakref.WeakKeyDictionary()
 
 
 def gauge(request: web.Request) -> Admission:
     return gauge_of(request.app[CORE])
 
 
-def gauge_of(core: object) -> Admission:
+def gauge_of(core: Core) -> Admission:
     found = _GAUGES.get(core)
     if found is None:
         found = _GAUGES[core] = Admission(core.settings.queue.max_depth, core.settings.cpu.workers)
