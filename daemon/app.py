@@ -12,10 +12,12 @@ from types import ModuleType
 from aiohttp import web
 
 from .api import auth, codeproject, status
+from .api.admission import admission_middleware
 from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
 from .config import Settings
 from .core import Core
+from .graceful import drain_timeout, stop_runners
 from .metrics import serve as metrics
 from .openapi import routes as openapi
 from .update.service import update_lifecycle
@@ -31,7 +33,7 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     """One listener's app. Both listeners share the Core (models, queues); only error semantics differ."""
     # Base64 bodies (Roboflow) are a third larger than the image they carry.
     max_body = int(core.settings.limits.max_upload_mb * 1024 * 1024 * 1.4) + 65536
-    app = web.Application(middlewares=[perch_middleware], client_max_size=max_body)
+    app = web.Application(middlewares=[perch_middleware, admission_middleware], client_max_size=max_body)
     app[CORE] = core
     app[SEMANTICS] = semantics
     auth.install(app)
@@ -109,7 +111,8 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         bound: list[int] = []
         for app, port in listeners:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   shutdown_timeout=drain_timeout(settings.queue.timeout_s))
             await runner.setup()
             runners.append(runner)
             semantics = app[SEMANTICS]
@@ -133,5 +136,4 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info("stopping")
         core.notifier.stopping("stopping")
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await stop_runners(runners, drain_timeout(settings.queue.timeout_s))

@@ -118,6 +118,8 @@ class WebSettings(Section):
 
 
 class Settings(Section):
+    # This box's name among several (MQTT topics, Home Assistant devices and ids); None = the host name.
+    name: str | None = Field(None, min_length=1, max_length=64)
     host: str = "0.0.0.0"
     port: int = Field(32168, ge=1, le=65535)
     # DeepStack-semantics listener (real HTTP status codes); 0 disables it.
@@ -159,6 +161,7 @@ class ConfigError(Exception):
 
 # Documented variables -> dotted keys.
 ENV_KEYS: dict[str, str] = {
+    "PERCHD_NAME": "name",
     "PERCHD_HOST": "host",
     "PERCHD_PORT": "port",
     "PERCHD_LEGACY_PORT": "legacy_port",

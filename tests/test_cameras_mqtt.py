@@ -84,6 +84,7 @@ def camera(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 def cam_settings(port: int, cameras: list[dict[str, Any]], **mqtt: Any) -> SimpleNamespace:
     return SimpleNamespace(
+        name="box1",  # the box identity: topics under perch/box1/, discovery node perch_box1
         mqtt={"host": "127.0.0.1", "port": port, "topic_prefix": "perch", "stats_interval_s": 1, **mqtt},
         cameras=cameras,
     )
@@ -102,7 +103,7 @@ def configs(sub: Subscriber) -> dict[str, dict[str, Any]]:
 
 
 def counts(sub: Subscriber, camera: str, label: str) -> list[int]:
-    return [int(m.text) for m in sub.on(f"perch/{camera}/{label}")]
+    return [int(m.text) for m in sub.on(f"perch/box1/{camera}/{label}")]
 
 
 @pytest.fixture
@@ -136,28 +137,29 @@ async def test_rtsp_and_mjpeg_cameras_to_home_assistant(
         sub = subscriber
 
         # Availability (LWT topic) and discovery.
-        await sub.wait_for(lambda: [m for m in sub.on("perch/available") if m.text == "online"], 10, "online")
+        await sub.wait_for(lambda: [m for m in sub.on("perch/box1/available") if m.text == "online"], 10, "online")
         wanted = {
-            "homeassistant/binary_sensor/perch/porch_dog_occupancy/config",
-            "homeassistant/sensor/perch/porch_person_count/config",
-            "homeassistant/image/perch/yard_dog_snapshot/config",
-            "homeassistant/sensor/perch/yard_fps/config",
-            "homeassistant/sensor/perch/inference_ms/config",
+            "homeassistant/binary_sensor/perch_box1/porch_dog_occupancy/config",
+            "homeassistant/sensor/perch_box1/porch_person_count/config",
+            "homeassistant/image/perch_box1/yard_dog_snapshot/config",
+            "homeassistant/sensor/perch_box1/yard_fps/config",
+            "homeassistant/sensor/perch_box1/inference_ms/config",
         }
         cfgs = await sub.wait_for(lambda: configs(sub) if wanted <= configs(sub).keys() else None, 10, "discovery")
         for topic, payload in cfgs.items():
-            assert re.fullmatch(r"homeassistant/(sensor|binary_sensor|image)/perch/[A-Za-z0-9_-]+/config", topic)
+            assert re.fullmatch(r"homeassistant/(sensor|binary_sensor|image)/perch_box1/[A-Za-z0-9_-]+/config", topic)
             assert payload["unique_id"]
             assert "state_topic" in payload or "image_topic" in payload
             assert "availability" in payload or "availability_topic" in payload
             assert payload["device"]["identifiers"]
-        occ = cfgs["homeassistant/binary_sensor/perch/porch_dog_occupancy/config"]
-        assert occ["state_topic"] == "perch/porch/dog"
-        assert {"topic": "perch/available", "payload_available": "online", "payload_not_available": "offline"} in (
+        occ = cfgs["homeassistant/binary_sensor/perch_box1/porch_dog_occupancy/config"]
+        assert occ["state_topic"] == "perch/box1/porch/dog"
+        assert {"topic": "perch/box1/available", "payload_available": "online", "payload_not_available": "offline"} in (
             occ["availability"]
         )
-        assert cfgs["homeassistant/image/perch/yard_dog_snapshot/config"]["image_topic"] == "perch/yard/dog/snapshot"
-        assert "homeassistant/sensor/perch/inference_ms/config" in cfgs
+        snapshot_cfg = cfgs["homeassistant/image/perch_box1/yard_dog_snapshot/config"]
+        assert snapshot_cfg["image_topic"] == "perch/box1/yard/dog/snapshot"
+        assert "homeassistant/sensor/perch_box1/inference_ms/config" in cfgs
         assert not any("bad" in t for t in cfgs)
         assert runtime.status()["cameras"]["bad camera!"]["status"] == "invalid"
 
@@ -175,7 +177,7 @@ async def test_rtsp_and_mjpeg_cameras_to_home_assistant(
             assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
 
         # Snapshot: a decodable JPEG of the frame, published before the event that says it exists.
-        snap = await sub.wait_for(lambda: sub.on("perch/porch/dog/snapshot"), 5, "snapshot")
+        snap = await sub.wait_for(lambda: sub.on("perch/box1/porch/dog/snapshot"), 5, "snapshot")
         img = cv2.imdecode(np.frombuffer(snap[-1].payload, np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[:2] == (480, 640)
 
@@ -195,11 +197,11 @@ async def test_rtsp_and_mjpeg_cameras_to_home_assistant(
         assert len(news) <= len(ends) + 2
 
         # Stats and camera status.
-        stats = await sub.wait_for(lambda: sub.on("perch/stats"), 5, "stats")
+        stats = await sub.wait_for(lambda: sub.on("perch/box1/stats"), 5, "stats")
         body = stats[-1].json()
         assert body["cameras"]["porch"]["online"] is True
         assert body["cameras"]["porch"]["fps"] > 0
-        assert [m.text for m in sub.on("perch/porch/available")][-1] == "online"
+        assert [m.text for m in sub.on("perch/box1/porch/available")][-1] == "online"
 
 
 async def test_removed_camera_loses_its_entities_and_ha_birth_republishes(
@@ -209,7 +211,7 @@ async def test_removed_camera_loses_its_entities_and_ha_birth_republishes(
     two = cam_settings(broker.port, [camera("porch", rtsp.url("/porch")), camera("garage", "rtsp://127.0.0.1:9/x")])
     first = run_cameras(two, _no_detect)
     await first.__aenter__()
-    await sub.wait_for(lambda: "homeassistant/sensor/perch/garage_dog_count/config" in configs(sub), 10, "garage")
+    await sub.wait_for(lambda: "homeassistant/sensor/perch_box1/garage_dog_count/config" in configs(sub), 10, "garage")
     await first.__aexit__(None, None, None)
 
     # Restart with the garage camera removed from the config.
@@ -217,7 +219,7 @@ async def test_removed_camera_loses_its_entities_and_ha_birth_republishes(
     await sub.wait_for(
         lambda: not any("garage" in t for t in configs(sub)), 10, "garage entities cleared (empty retained configs)"
     )
-    assert "homeassistant/sensor/perch/porch_dog_count/config" in configs(sub)
+    assert "homeassistant/sensor/perch_box1/porch_dog_count/config" in configs(sub)
     # A fresh subscriber (what Home Assistant sees after a restart) gets no retained garage topic at all.
     fresh = Subscriber(broker.port, client_id="fresh").start()
     try:
@@ -251,7 +253,7 @@ async def test_broker_restart_reconnects_and_republishes(
         runtime = await daemon_factory(cfg)
         assert runtime.publisher is not None
         sub = Subscriber(broker.port).start()
-        await sub.wait_for(lambda: runtime.publisher.connects == 1 and sub.on("perch/available"), 10, "connected")
+        await sub.wait_for(lambda: runtime.publisher.connects == 1 and sub.on("perch/box1/available"), 10, "connected")
         await sub.wait_for(lambda: runtime.status()["cameras"]["porch"]["online"], 15, "camera online")
         sub.stop()
 
@@ -265,12 +267,14 @@ async def test_broker_restart_reconnects_and_republishes(
         try:
             await sub2.wait_for(lambda: runtime.publisher.connects >= 2, 20, "reconnect")
             await sub2.wait_for(
-                lambda: [m for m in sub2.on("perch/available") if m.text == "online"], 10, "availability again"
+                lambda: [m for m in sub2.on("perch/box1/available") if m.text == "online"], 10, "availability again"
             )
             await sub2.wait_for(
-                lambda: "homeassistant/binary_sensor/perch/porch_dog_occupancy/config" in configs(sub2), 10, "discovery"
+                lambda: "homeassistant/binary_sensor/perch_box1/porch_dog_occupancy/config" in configs(sub2),
+                10,
+                "discovery",
             )
-            await sub2.wait_for(lambda: sub2.on("perch/porch/dog"), 10, "retained counts again")
+            await sub2.wait_for(lambda: sub2.on("perch/box1/porch/dog"), 10, "retained counts again")
             # Events flow on the new connection.
             await sub2.wait_for(lambda: sub2.events("new"), CYCLE_TIMEOUT, "events after reconnect")
         finally:
@@ -289,16 +293,16 @@ async def test_rtsp_server_killed_and_restarted(
         runtime = await daemon_factory(cam_settings(broker.port, [camera("porch", server.url("/porch"))]))
         await sub.wait_for(lambda: sub.events("new"), CYCLE_TIMEOUT, "first new event")
 
-        assert sub.on("perch/porch/available")[-1].text == "online"
+        assert sub.on("perch/box1/porch/available")[-1].text == "online"
         server.stop()  # the camera loses power
-        await sub.wait_for(lambda: sub.on("perch/porch/available")[-1].text == "offline", 15, "camera offline")
+        await sub.wait_for(lambda: sub.on("perch/box1/porch/available")[-1].text == "offline", 15, "camera offline")
         assert runtime.status()["cameras"]["porch"]["online"] is False
         assert runtime.status()["cameras"]["porch"]["last_error"]
         assert counts(sub, "porch", "dog")[-1] == 0  # nothing is "seen" by a dead camera
         n_new = len(sub.events("new"))
 
         server.start()  # same port
-        await sub.wait_for(lambda: sub.on("perch/porch/available")[-1].text == "online", 20, "camera back online")
+        await sub.wait_for(lambda: sub.on("perch/box1/porch/available")[-1].text == "online", 20, "camera back online")
         await sub.wait_for(lambda: len(sub.events("new")) > n_new, CYCLE_TIMEOUT, "events resume")
         assert runtime.status()["cameras"]["porch"]["reconnects"] >= 1
     finally:
@@ -312,7 +316,7 @@ async def test_tls_and_password(tmp_path: Path, daemon_factory: Any) -> None:
         try:
             secure = {"tls": {"enabled": True, "ca_certs": str(tls.ca)}, "username": "perch"}
             runtime = await daemon_factory(cam_settings(broker.port, [], password="s3cret", **secure))
-            await sub.wait_for(lambda: [m for m in sub.on("perch/available") if m.text == "online"], 10, "online")
+            await sub.wait_for(lambda: [m for m in sub.on("perch/box1/available") if m.text == "online"], 10, "online")
             assert runtime.publisher is not None and runtime.publisher.connected
 
             wrong = await daemon_factory(

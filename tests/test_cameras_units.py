@@ -24,6 +24,7 @@ from perch.daemon.cameras.sources import make_source, redact
 from perch.daemon.cameras.tracker import IouTracker
 from perch.daemon.mqtt.config import MqttConfig, parse_mqtt
 from perch.daemon.mqtt.discovery import DeviceInfo, discovery_configs
+from perch.daemon.mqtt.identity import BoxIdentity
 from perch.daemon.vision.types import Detection
 
 from conftest import IMAGES
@@ -60,7 +61,8 @@ def wait_until(pred: Any, timeout: float) -> Any:
 def test_contract_yaml_parses_with_defaults() -> None:
     raw = yaml.safe_load(CONTRACT)
     mqtt = parse_mqtt(raw["mqtt"])
-    assert mqtt is not None and mqtt.topic_prefix == "perch" and mqtt.effective_node_id == "perch"
+    assert mqtt is not None and mqtt.topic_prefix == "perch"
+    assert BoxIdentity.from_config(mqtt, "Garage").node_id == "perch_garage"
     cams, errors = parse_cameras(raw["cameras"])
     assert errors == []
     (cam,) = cams
@@ -175,26 +177,27 @@ def test_tracker_follows_a_moving_object() -> None:
 
 
 def test_discovery_configs_are_valid_home_assistant_entities() -> None:
-    mqtt = MqttConfig()
+    box = BoxIdentity.from_config(MqttConfig(), "garage")
     cams, _ = parse_cameras(yaml.safe_load(CONTRACT)["cameras"] + [{"name": "drive", "url": "rtsp://x/y"}])
-    out = discovery_configs(mqtt, cams, DeviceInfo(model="Rock 5B", sw_version="1.2.3", has_temperature=True))
+    out = discovery_configs(box, cams, DeviceInfo(model="Rock 5B", sw_version="1.2.3", has_temperature=True))
     ids = set()
     for topic, cfg in out.items():
-        assert re.fullmatch(r"homeassistant/(sensor|binary_sensor|image)/perch/[a-zA-Z0-9_-]+/config", topic)
+        assert re.fullmatch(r"homeassistant/(sensor|binary_sensor|image)/perch_garage/[a-zA-Z0-9_-]+/config", topic)
         assert cfg["unique_id"] not in ids
         ids.add(cfg["unique_id"])
         assert cfg["device"]["identifiers"] and cfg["device"]["sw_version"] == "1.2.3"
-        assert cfg["availability"][0]["topic"] == "perch/available"
+        assert cfg["availability"][0]["topic"] == "perch/garage/available"
         # An image entity takes exactly one of image_topic / url_topic.
         if "/image/" in topic:
             assert "image_topic" in cfg and "url_topic" not in cfg
         else:
             assert "state_topic" in cfg
     for label in ("person", "cat", "dog"):
-        assert f"homeassistant/binary_sensor/perch/porch_{label}_occupancy/config" in out
-        assert out[f"homeassistant/sensor/perch/porch_{label}_count/config"]["state_topic"] == f"perch/porch/{label}"
-    assert "homeassistant/sensor/perch/temperature/config" in out
-    assert "homeassistant/sensor/perch/drive_person_count/config" in out  # default label
+        assert f"homeassistant/binary_sensor/perch_garage/porch_{label}_occupancy/config" in out
+        count = out[f"homeassistant/sensor/perch_garage/porch_{label}_count/config"]
+        assert count["state_topic"] == f"perch/garage/porch/{label}"
+    assert "homeassistant/sensor/perch_garage/temperature/config" in out
+    assert "homeassistant/sensor/perch_garage/drive_person_count/config" in out  # default label
     assert not any("drive_dog" in t for t in out)
 
 

@@ -4,11 +4,14 @@ a Mosquitto broker and an HTTP MJPEG camera; a plain subscriber sees discovery, 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from perch.daemon.mqtt.identity import box_id
 
 from conftest import IMAGES, MODELS, free_port
 from helpers.mjpeg_server import MjpegServer
@@ -34,6 +37,8 @@ def test_perchd_run_publishes_cameras_to_home_assistant(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip", IMAGES / "pets.jpg", kind="cut")
     with Mosquitto(tmp_path) as broker, MjpegServer(clip) as camera:
         sub = Subscriber(broker.port).start()
+        # No `name` in the config: the box is known by its host name.
+        base = f"perch/{box_id(socket.gethostname())}"
         config = tmp_path / "perchd.yaml"
         # The contract from the issue, with the test's own ports.
         config.write_text(
@@ -49,7 +54,7 @@ def test_perchd_run_publishes_cameras_to_home_assistant(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "perch.daemon", "run", "--port", str(port)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            _wait(lambda: [m for m in sub.on("perch/available") if m.text == "online"], 60, "availability online")
+            _wait(lambda: [m for m in sub.on(f"{base}/available") if m.text == "online"], 60, "availability online")
             configs = [m.json() for m in sub.snapshot()
                        if m.topic.startswith("homeassistant/") and m.topic.endswith("/config") and m.payload]
             assert configs and all("unique_id" in c and ("state_topic" in c or "image_topic" in c) for c in configs)
@@ -65,7 +70,7 @@ def test_perchd_run_publishes_cameras_to_home_assistant(tmp_path: Path) -> None:
             sub.stop()
         assert proc.returncode == 0, err
         # On a clean stop the daemon says it is offline (retained), rather than leaving it to the LWT.
-        assert sub.on("perch/available")[-1].text == "offline"
+        assert sub.on(f"{base}/available")[-1].text == "offline"
 
 
 def test_bad_mqtt_section_stops_startup_with_exit_2(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from perch.daemon.mqtt.config import MqttConfig
 from perch.daemon.mqtt.discovery import DeviceInfo
+from perch.daemon.mqtt.identity import BoxIdentity
 from perch.daemon.mqtt.publisher import MqttPublisher
 from perch.daemon.update import record as rec
 from perch.daemon.update.service import UpdateService
@@ -37,10 +38,11 @@ keys, bundles, rauc = rauc_fixtures.keys, rauc_fixtures.bundles, rauc_fixtures.r
 
 pytestmark = [needs_rauc, pytest.mark.skipif(bool(mosquitto_available()), reason=str(mosquitto_available()))]
 
-CONFIG = "homeassistant/update/perch/firmware/config"
-STATE = "perch/update/state"
-RESULT = "perch/update/result"
-COMMAND = "perch/update/install"
+# The box is named "box1": its topics are under perch/box1/, its discovery node is perch_box1.
+CONFIG = "homeassistant/update/perch_box1/firmware/config"
+STATE = "perch/box1/update/state"
+RESULT = "perch/box1/update/result"
+COMMAND = "perch/box1/update/install"
 WAIT = 30.0  # generous: the machine is shared; every wait ends as soon as its condition holds
 
 
@@ -63,7 +65,8 @@ class Daemon:
     def __init__(self, settings: Any, port: int) -> None:
         self.service = UpdateService(settings)
         cfg = MqttConfig(host="127.0.0.1", port=port, reconnect_min_s=1)
-        self.publisher = MqttPublisher(cfg, [], DeviceInfo(model="test board", sw_version="0.1.0"))
+        self.publisher = MqttPublisher(cfg, [], DeviceInfo(model="test board", sw_version="0.1.0"),
+                                       identity=BoxIdentity.from_config(cfg, "box1"))
 
     async def start(self) -> Daemon:
         # As in the daemon: the entity is added right after the publisher starts connecting.
@@ -103,9 +106,10 @@ async def test_read_only_entity_ignores_install_commands(tmp_path: Path, rauc: R
     config = await sub.wait_for(lambda: last(sub, CONFIG), WAIT, "update entity discovery")
     entity = check_discovery(CONFIG, config.json())
     assert entity.command_topic is None and entity.payload_install is None
-    assert entity.unique_id == "perch_firmware" and entity.device_class == "firmware"
+    assert entity.unique_id == "perch_box1_firmware" and entity.device_class == "firmware"
     # The same device as the box's other entities, and the same availability.
-    inference = await sub.wait_for(lambda: last(sub, "homeassistant/sensor/perch/inference_ms/config"), WAIT, "sensor")
+    inference = await sub.wait_for(lambda: last(sub, "homeassistant/sensor/perch_box1/inference_ms/config"), WAIT,
+                                   "sensor")
     assert config.json()["device"] == inference.json()["device"]
     assert config.json()["availability"] == inference.json()["availability"]
 
@@ -205,7 +209,7 @@ def test_perchd_run_reports_a_rollback_at_start(tmp_path: Path, rauc: RaucSystem
                                      from_version="1.0.0", source="perch-2.0.0-arm64.raucb", started=rec.now(),
                                      boot_id="the boot before", finished=rec.now()))
     config = tmp_path / "perchd.yaml"
-    config.write_text(f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}\n"
+    config.write_text(f"name: box1\nmqtt: {{host: 127.0.0.1, port: {broker.port}}}\n"
                       f"update: {{release_file: {rauc.release_file}}}\n")
     port = free_port()
     env = dict(os.environ, **rauc.env, PERCHD_CONFIG=str(config), PERCHD_MODEL_DIR=str(MODELS),

@@ -287,12 +287,13 @@ async def test_degraded_accelerator_reaches_home_assistant(tmp_path: Path, monke
         sub = Subscriber(broker.port).start()
         try:
             async with serving(settings) as (core, cp, _):
-                mqtt = SimpleNamespace(cameras=[], mqtt={"host": "127.0.0.1", "port": broker.port,
+                mqtt = SimpleNamespace(name="box1", cameras=[], mqtt={"host": "127.0.0.1", "port": broker.port,
                                                          "topic_prefix": "perch", "stats_interval_s": 1})
                 async with run_cameras(mqtt, registry_detect(core.registry), hardware_info=core.hardware,
                                        stats_provider=registry_stats(core.registry)):
                     def stats(state: str) -> list[dict[str, Any]]:
-                        return [m.json() for m in sub.on("perch/stats") if m.json().get("accelerator_status") == state]
+                        return [m.json() for m in sub.on("perch/box1/stats")
+                                if m.json().get("accelerator_status") == state]
 
                     await sub.wait_for(lambda: stats("accelerator"), 15, "healthy stats")
                     faults.error = "NPU timeout (injected)"
@@ -301,7 +302,7 @@ async def test_degraded_accelerator_reaches_home_assistant(tmp_path: Path, monke
                     assert "NPU timeout (injected)" in degraded[-1]["accelerator_reason"]
                     assert degraded[-1]["models"]["yolox_nano"]["device"] == "CPU"
                     entity = next(m.json() for m in sub.snapshot() if m.topic.endswith("/accelerator_status/config"))
-                    assert entity["state_topic"] == entity["json_attributes_topic"] == "perch/stats"
+                    assert entity["state_topic"] == entity["json_attributes_topic"] == "perch/box1/stats"
                     assert entity["entity_category"] == "diagnostic" and "accelerator_reason" in (
                         entity["json_attributes_template"])
         finally:

@@ -54,6 +54,9 @@ async def perch_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
         status = response.status
+        if status == 503 and "Retry-After" not in response.headers and not response.prepared:
+            # Every dialect's "busy" refusal tells clients and load balancers when to come back.
+            response.headers["Retry-After"] = "1"
         return response
     except web.HTTPException as exc:
         status = exc.status

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..mqtt.config import MqttConfig, parse_mqtt
 from ..mqtt.discovery import DeviceInfo
+from ..mqtt.identity import BoxIdentity
 from ..mqtt.publisher import MqttPublisher
 from ..selection import accelerator_state
 from ..version import VERSION
@@ -155,7 +156,8 @@ async def run_cameras(
     sinks: list[EventSink] = list(extra_sinks)
     if mqtt_cfg is not None:
         device = DeviceInfo(model=board, sw_version=VERSION, has_temperature=read_temperature(Path(root)) is not None)
-        publisher = MqttPublisher(mqtt_cfg, [c for c in cameras if c.enabled], device, stats)
+        box = BoxIdentity.from_config(mqtt_cfg, getattr(settings, "name", None))
+        publisher = MqttPublisher(mqtt_cfg, [c for c in cameras if c.enabled], device, stats, box)
         sinks.append(publisher)
     service = CameraService(cameras, detect, sinks, errors)
     if publisher is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -36,22 +35,27 @@ class MqttConfig(_Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    # None = "<topic_prefix>-<hostname>": unique per box, stable across restarts (brokers kick duplicate ids).
+    # None = "<topic_prefix>-<box>" (identity.py): unique per box, stable across restarts (brokers kick duplicates).
     client_id: str | None = None
     topic_prefix: str = "perch"
+    # True: the single-box topic layout of earlier versions (<prefix>/available, …, discovery node <prefix>),
+    # for one box whose automations read those topics. Two such boxes on one broker need different prefixes.
+    legacy_topics: bool = False
     keepalive: int = Field(60, ge=5, le=3600)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # Home Assistant MQTT discovery.
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
-    # Groups this box's entities in discovery topics; None = the topic prefix. Two boxes on one broker need
-    # different topic prefixes anyway (both would own <prefix>/available), so one setting covers both.
+    # Groups this box's entities in discovery topics and unique_ids; None = "<topic_prefix>_<box>".
     node_id: str | None = None
     # How often <prefix>/stats is published.
     stats_interval_s: float = Field(60.0, ge=1.0, le=3600)
     # Reconnect delay bounds after a broker loss (paho doubles the delay up to the maximum).
     reconnect_min_s: int = Field(1, ge=1, le=60)
     reconnect_max_s: int = Field(30, ge=1, le=3600)
+    # Camera events held while the broker is unreachable, sent in order after the reconnect; beyond this many the
+    # oldest are dropped (counted in status and stats, with a warning). 0: events during an outage are dropped.
+    event_queue: int = Field(500, ge=0, le=100_000)
 
     @field_validator("topic_prefix", "discovery_prefix")
     @classmethod
@@ -60,14 +64,6 @@ class MqttConfig(_Section):
         if not v or any(c in v for c in "+#") or "\0" in v:
             raise ValueError("a topic prefix must be non-empty and contain no MQTT wildcards")
         return v
-
-    @property
-    def effective_client_id(self) -> str:
-        return self.client_id or f"{slug(self.topic_prefix)}-{slug(socket.gethostname())}"
-
-    @property
-    def effective_node_id(self) -> str:
-        return slug(self.node_id or self.topic_prefix)
 
 
 def parse_mqtt(raw: object) -> MqttConfig | None:

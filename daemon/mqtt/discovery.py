@@ -1,5 +1,8 @@
 """Home Assistant MQTT discovery: retained configs under <discovery_prefix>/<component>/<node_id>/<object_id>/config.
 
+Topics, unique_ids and device identifiers come from the box identity (identity.py), so two boxes on one broker
+have distinct entities and devices.
+
 Per-component topics (not the newer device-based `cmps` form) work on every Home Assistant version. Every entity
 has a unique_id (without one Home Assistant does not register it) and belongs to a device with identifiers. Home
 Assistant drops unknown keys silently but rejects an entity with an invalid value in a known key, so only
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cameras.config import CameraConfig
-from .config import MqttConfig, slug
+from .identity import BoxIdentity
 from .topics import OFFLINE, ONLINE, Topics, label_slug
 
 
@@ -24,7 +27,6 @@ class DeviceInfo:
     model: str = "perchd"
     sw_version: str = "0"
     manufacturer: str = "Perch"
-    name: str = "Perch"
     # Diagnostic sensors that make sense on this box.
     has_temperature: bool = False
 
@@ -43,43 +45,32 @@ def _title(label: str) -> str:
     return label[:1].upper() + label[1:]
 
 
-def box_device(cfg: MqttConfig, device: DeviceInfo) -> dict[str, Any]:
+def box_device(box: BoxIdentity, device: DeviceInfo) -> dict[str, Any]:
     """The appliance device: box-level entities belong to it, camera devices hang off it (via_device)."""
-    node = cfg.effective_node_id
-    return {
-        "identifiers": [f"perch_{node}"],
-        "name": device.name if node == "perch" else f"{device.name} {node}",
-        "manufacturer": device.manufacturer,
-        "model": device.model,
-        "sw_version": device.sw_version,
-    }
+    return box.device(device.model, device.sw_version, device.manufacturer)
 
 
-def box_entity(cfg: MqttConfig, device: DeviceInfo, component: str, object_id: str,
+def box_entity(box: BoxIdentity, device: DeviceInfo, component: str, object_id: str,
                payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(config topic, config) for an entity of the box owned elsewhere in the daemon (the update entity), with
     the same device, availability and unique_id scheme as the entities below."""
-    node = cfg.effective_node_id
-    object_id = slug(object_id)
-    config = {**payload, "unique_id": f"{node}_{object_id}", "device": box_device(cfg, device),
-              **_availability(Topics(cfg.topic_prefix), None)}
-    return f"{cfg.discovery_prefix}/{component}/{node}/{object_id}/config", config
+    config = {**payload, "unique_id": box.unique_id(object_id), "device": box_device(box, device),
+              **_availability(box.topics, None)}
+    return box.discovery_topic(component, object_id), config
 
 
 def discovery_configs(
-    cfg: MqttConfig, cameras: Sequence[CameraConfig], device: DeviceInfo
+    box: BoxIdentity, cameras: Sequence[CameraConfig], device: DeviceInfo
 ) -> dict[str, dict[str, Any]]:
     """topic -> config payload for every entity this daemon owns now."""
-    node = cfg.effective_node_id
-    topics = Topics(cfg.topic_prefix)
+    topics = box.topics
     out: dict[str, dict[str, Any]] = {}
-    root_id = f"perch_{node}"
-    root_device = box_device(cfg, device)
+    root_id = box.device_id
+    root_device = box_device(box, device)
 
     def add(component: str, object_id: str, payload: dict[str, Any]) -> None:
-        object_id = slug(object_id)
-        payload["unique_id"] = f"{node}_{object_id}"
-        out[f"{cfg.discovery_prefix}/{component}/{node}/{object_id}/config"] = payload
+        payload["unique_id"] = box.unique_id(object_id)
+        out[box.discovery_topic(component, object_id)] = payload
 
     stats = topics.stats
     # Appliance diagnostics, from the periodic stats message.
@@ -243,8 +234,3 @@ def discovery_configs(
             },
         )
     return out
-
-
-def discovery_wildcard(cfg: MqttConfig) -> str:
-    """Matches every config this node may have published (to find and clear the ones no longer configured)."""
-    return f"{cfg.discovery_prefix}/+/{cfg.effective_node_id}/+/config"

@@ -4,6 +4,10 @@ paho-mqtt 2 runs its network loop on its own thread and reconnects by itself (co
 broker outage never blocks or stops the camera loops. The publisher keeps the latest retained state (counts,
 camera availability, snapshots) and publishes it again on every (re)connect, because a restarted broker without
 persistence has forgotten it, and re-sends discovery whenever Home Assistant announces `online`.
+
+Events (QoS 1) raised while the broker is unreachable wait in a bounded queue and go out, in order, right after the
+reconnect; when it is full the oldest are dropped, counted and logged. All topics and ids come from the box
+identity (identity.py), so several boxes share one broker.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,8 +26,10 @@ import paho.mqtt.client as mqtt
 
 from ..cameras.config import CameraConfig
 from .config import MqttConfig
-from .discovery import DeviceInfo, box_entity, discovery_configs, discovery_wildcard
-from .topics import OFFLINE, ONLINE, Topics
+from .discovery import DeviceInfo, box_entity, discovery_configs
+from .identity import BoxIdentity
+from .legacy import LegacyCleanup
+from .topics import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +47,11 @@ class MqttPublisher:
         cameras: Sequence[CameraConfig],
         device: DeviceInfo | None = None,
         stats: Callable[[], dict[str, Any]] | None = None,
+        identity: BoxIdentity | None = None,
     ) -> None:
         self.cfg = cfg
-        self.topics = Topics(cfg.topic_prefix)
+        self.box = identity or BoxIdentity.from_config(cfg)
+        self.topics = self.box.topics
         self.cameras = list(cameras)
         self.device = device or DeviceInfo()
         self._stats_fn = stats
@@ -57,7 +66,11 @@ class MqttPublisher:
         self.connects = 0
         self.dropped_events = 0
         self.last_error: str | None = None
-        self._discovery = discovery_configs(cfg, self.cameras, self.device) if cfg.discovery else {}
+        # Events raised while disconnected (JSON payloads, oldest first); guarded by _lock with _connected.
+        self._pending: deque[str] = deque()
+        self._outage_drops = 0
+        self._legacy = LegacyCleanup(self.box)
+        self._discovery = discovery_configs(self.box, self.cameras, self.device) if cfg.discovery else {}
         self._commands: dict[str, Callable[[bytes], None]] = {}  # command topic -> handler (add_entity)
         self._client = self._make_client()
 
@@ -65,9 +78,7 @@ class MqttPublisher:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id, protocol=mqtt.MQTTv311
-        )
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.box.client_id, protocol=mqtt.MQTTv311)
         client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -92,7 +103,8 @@ class MqttPublisher:
 
     async def start(self) -> None:
         cfg = self.cfg
-        log.info("MQTT: connecting to %s:%d as %s", cfg.host, cfg.port, cfg.effective_client_id)
+        log.info("MQTT: connecting to %s:%d as %s (topics under %s/)", cfg.host, cfg.port, self.box.client_id,
+                 self.box.base)
         self._loop = asyncio.get_running_loop()
         # connect_async never raises for an unreachable broker: the network thread keeps retrying.
         self._client.connect_async(cfg.host, cfg.port, cfg.keepalive)
@@ -109,9 +121,14 @@ class MqttPublisher:
             self._cleanup_timer.cancel()
         self._stopping = True
         if self.connected:
-            # A clean disconnect suppresses the LWT, so say "offline" ourselves.
+            # A clean disconnect suppresses the LWT, so say "offline" ourselves: each camera, then the box. The
+            # broker handles one connection's messages in order, so the last acknowledgement covers all of them.
+            for cam in self.cameras:
+                self._retain(self.topics.camera_available(cam.name), OFFLINE.encode())
             info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
             await asyncio.to_thread(_wait, info, timeout)
+        elif self._pending:
+            log.warning("MQTT: stopping while disconnected; %d queued event(s) are lost", len(self._pending))
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         self._connected.clear()
@@ -129,13 +146,22 @@ class MqttPublisher:
         self.connects += 1
         self.last_error = None
         log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
-        self._connected.set()
         client.publish(self.topics.available, ONLINE, qos=1, retain=True)
         self._publish_discovery()
         with self._lock:
-            state = list(self._retained.items())
-        for topic, payload in state:
-            client.publish(topic, payload, qos=1, retain=True)
+            # Under the lock: what the cameras raise meanwhile goes out after this, never before, never lost, and a
+            # newer count is never overwritten by the older one restored here.
+            if self._outage_drops:
+                log.warning("MQTT: sending %d event(s) held during the outage; %d older one(s) were dropped",
+                            len(self._pending), self._outage_drops)
+            elif self._pending:
+                log.info("MQTT: sending %d event(s) held during the outage", len(self._pending))
+            self._outage_drops = 0
+            while self._pending:
+                client.publish(self.topics.events, self._pending.popleft(), qos=1)
+            for topic, payload in self._retained.items():
+                client.publish(topic, payload, qos=1, retain=True)
+            self._connected.set()
         if self.cfg.discovery:
             client.subscribe(f"{self.cfg.discovery_prefix}/{HA_STATUS}", qos=1)
         for command_topic in list(self._commands):
@@ -165,6 +191,8 @@ class MqttPublisher:
             if not msg.retain:
                 handler(bytes(msg.payload))
             return
+        if msg.retain and self._legacy.offer(msg.topic, msg.payload):
+            return
         # A retained message from an earlier run: keep it if it is still ours, clear it if not.
         if msg.retain and msg.payload and time.monotonic() < self._cleanup_until and not self._owned(msg.topic):
             log.info("MQTT: clearing stale retained %s", msg.topic)
@@ -190,16 +218,22 @@ class MqttPublisher:
         This is how removing a camera (or a label) from the config removes its Home Assistant entities: the
         broker remembers the old retained configs, we answer each one that is no longer ours with an empty one.
         """
-        p = self.cfg.topic_prefix
+        p = self.topics.prefix
         wildcards = [f"{p}/+/+", f"{p}/+/+/snapshot"]
         if self.cfg.discovery:
-            wildcards.append(discovery_wildcard(self.cfg))
+            wildcards.append(self.box.discovery_wildcard)
+        wildcards += self._legacy.wildcards()
         self._cleanup_until = time.monotonic() + CLEANUP_WINDOW_S
         client.subscribe([(w, 1) for w in wildcards])
 
         def done() -> None:
             # Otherwise every snapshot we publish would come back to us.
             client.unsubscribe(wildcards)
+            stale = self._legacy.stale_topics()
+            if stale:
+                log.info("MQTT: removing %d retained topic(s) of the single-box layout (upgrade)", len(stale))
+            for topic in stale:
+                client.publish(topic, b"", qos=1, retain=True)
 
         if self._cleanup_timer is not None:
             self._cleanup_timer.cancel()
@@ -217,7 +251,7 @@ class MqttPublisher:
                    on_command: Callable[[bytes], None] | None = None) -> str:
         """A box-level entity: its discovery config is kept and re-published like ours; `on_command` gets the
         payloads sent to `command_topic` (on paho's network thread). Returns the config topic."""
-        topic, payload = box_entity(self.cfg, self.device, component, object_id, config)
+        topic, payload = box_entity(self.box, self.device, component, object_id, config)
         # New dicts rather than changes in place: paho's thread may be iterating over the old ones.
         if command_topic and on_command:
             self._commands = {**self._commands, command_topic: on_command}
@@ -238,8 +272,8 @@ class MqttPublisher:
     def _retain(self, topic: str, payload: bytes) -> None:
         with self._lock:
             self._retained[topic] = payload
-        if self.connected:
-            self._client.publish(topic, payload, qos=1, retain=True)
+            if self._connected.is_set():
+                self._client.publish(topic, payload, qos=1, retain=True)
 
     def camera_state(self, camera: str, online: bool) -> None:
         self._retain(self.topics.camera_available(camera), (ONLINE if online else OFFLINE).encode())
@@ -251,12 +285,23 @@ class MqttPublisher:
         self._retain(self.topics.snapshot(camera, label), jpeg)
 
     def event(self, kind: str, before: dict[str, Any], after: dict[str, Any]) -> None:
-        if not self.connected:
-            # Stale "new" events replayed minutes later would trigger automations for things long gone.
-            self.dropped_events += 1
-            return
         payload = json.dumps({"type": kind, "before": before, "after": after}, separators=(",", ":"))
-        self._client.publish(self.topics.events, payload, qos=1)
+        with self._lock:
+            if self._connected.is_set():
+                self._client.publish(self.topics.events, payload, qos=1)
+                return
+            self._pending.append(payload)
+            overflow = len(self._pending) - self.cfg.event_queue
+            if overflow <= 0:
+                return
+            # The newest events tell what is true now; the oldest are worth least.
+            for _ in range(overflow):
+                self._pending.popleft()
+            self.dropped_events += overflow
+            self._outage_drops += overflow
+            first = self._outage_drops == overflow
+        if first:  # once per outage; the reconnect logs the total
+            log.warning("MQTT: broker unreachable and %d events queued: dropping the oldest", self.cfg.event_queue)
 
     # -- stats --------------------------------------------------------------------------------------------------
 
@@ -268,7 +313,8 @@ class MqttPublisher:
         except Exception:
             log.exception("MQTT: building stats failed")
             return
-        stats["mqtt"] = {"connects": self.connects, "dropped_events": self.dropped_events}
+        stats["mqtt"] = {"connects": self.connects, "dropped_events": self.dropped_events,
+                         "queued_events": len(self._pending)}
         self._client.publish(
             self.topics.stats, json.dumps(stats, separators=(",", ":"), default=str), qos=0, retain=True
         )
@@ -284,6 +330,9 @@ class MqttPublisher:
             "broker": f"{self.cfg.host}:{self.cfg.port}",
             "connects": self.connects,
             "dropped_events": self.dropped_events,
+            "queued_events": len(self._pending),
+            "box": self.box.id,
+            "topics": self.box.base,
             "last_error": self.last_error,
         }
 

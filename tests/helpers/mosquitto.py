@@ -47,13 +47,25 @@ class Mosquitto:
     which is what the reconnect test needs: everything a subscriber sees afterwards was published again."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, tls: TlsFiles | None = None, users: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        users: dict[str, str] | None = None,
+        persistence: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         # Mosquitto 2 refuses anonymous clients once a listener is defined, unless told otherwise.
         lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}"]
-        lines += ["persistence false", "user root"]  # root: keep reading our root-owned temp files
+        if persistence:
+            # As Debian's packaged broker runs: retained messages and persistent sessions survive a clean restart.
+            store = workdir / f"mosquitto-{self.port}-db"
+            store.mkdir(exist_ok=True)
+            lines += ["persistence true", f"persistence_location {store}/"]
+        else:
+            lines.append("persistence false")
+        lines.append("user root")  # root: keep reading our root-owned temp files
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         if users:
@@ -80,9 +92,13 @@ class Mosquitto:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the broker (a crash), or with graceful=True stop it as systemd does (SIGTERM: saves its store)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
 

@@ -38,13 +38,17 @@ class Subscriber:
         tls_ca: Path | None = None,
         username: str | None = None,
         password: str | None = None,
+        clean_session: bool = True,
     ) -> None:
         self.port = port
         self.topics = topics
         self.messages: list[Msg] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        # clean_session=False: a persistent session; its subscriptions and undelivered QoS 1 messages survive a
+        # broker restart (with persistence) and a reconnect.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.client.reconnect_delay_set(1, 2)
         if tls_ca is not None:
             self.client.tls_set(ca_certs=str(tls_ca))
         if username is not None:
@@ -83,7 +87,11 @@ class Subscriber:
         return [m for m in self.snapshot() if m.topic == topic]
 
     def events(self, kind: str | None = None, prefix: str = "perch") -> list[dict[str, Any]]:
-        out = [m.json() for m in self.on(f"{prefix}/events")]
+        """Events of every box under `prefix` (<prefix>/<box>/events, or <prefix>/events in the legacy layout);
+        pass prefix="perch/<box>" for one box's."""
+        depth = prefix.count("/")
+        out = [m.json() for m in self.snapshot() if m.topic == f"{prefix}/events" or (
+            m.topic.startswith(f"{prefix}/") and m.topic.endswith("/events") and m.topic.count("/") == depth + 2)]
         return [e for e in out if kind is None or e["type"] == kind]
 
     async def wait_for(self, pred: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
