@@ -11,7 +11,20 @@ from types import ModuleType
 
 from aiohttp import web
 
-from .api import auth, codeproject, status
+from .api import (
+    auth,
+    codeproject,
+    faces,
+    image,
+    rapyd,
+    raypack,
+    roboflow,
+    status,
+    text,
+    ultralytics,
+    update_status,
+)
+from .api import settings as settings_routes  # not `settings`: run_daemon's argument has that name
 from .api.admission import admission_middleware
 from .api.common import CODEPROJECT, CORE, DEEPSTACK, SEMANTICS
 from .api.middleware import perch_middleware
@@ -21,6 +34,7 @@ from .graceful import drain_timeout, stop_runners
 from .metrics import serve as metrics
 from .openapi import routes as openapi
 from .update.service import update_lifecycle
+from .web import routes as web_routes
 
 log = logging.getLogger("perch.app")
 
@@ -42,24 +56,14 @@ def create_app(core: Core, semantics: str = CODEPROJECT) -> web.Application:
     metrics.install(app)
     openapi.add_routes(app)
     if semantics == CODEPROJECT:
-        from .web import routes as web_routes
-
         web_routes.add_routes(app)
     return app
 
 
 def dialect_modules() -> list[ModuleType]:
     """Route modules in registration order. Catch-all patterns (Roboflow's /<dataset>/<version>) go last."""
-    import importlib
-
-    modules: list[ModuleType] = [status, codeproject]
-    for name in ("ultralytics", "raypack", "rapyd", "update_status", "roboflow"):
-        try:
-            modules.append(importlib.import_module(f"{__package__}.api.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.api.{name}":
-                raise
-    return modules
+    return [status, codeproject, faces, image, text, settings_routes,
+            ultralytics, raypack, rapyd, update_status, roboflow]
 
 
 async def _cameras_lifecycle(app: web.Application) -> AsyncIterator[None]:

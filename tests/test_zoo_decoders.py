@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from perch.daemon.vision.decoders import Candidates, decode_yolov8, decode_yolox, get_decoder
+from perch.daemon.vision.decoder_table import get_decoder
+from perch.daemon.vision.decoders import Candidates, decode_yolov8, decode_yolox
 from perch.daemon.vision.detect import nms as detect_nms
 from perch.daemon.vision.zoo_decoders import (
     YOLOV5_ANCHORS,

@@ -131,9 +131,6 @@ async def alpr(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    # The other CodeProject.AI route groups live in their own modules; they are registered with this dialect.
-    from . import faces, image, settings, text
-
     app.router.add_post("/v1/vision/detection", detection)
     # "list" first: it must not be taken for a model called "list".
     app.router.add_post("/v1/vision/custom/list", custom_list)
@@ -142,5 +139,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/vision/scene", scene)
     app.router.add_post("/v1/vision/alpr", alpr)
     app.router.add_post("/v1/image/alpr", alpr)
-    for module in (faces, image, text, settings):
-        module.add_routes(app)

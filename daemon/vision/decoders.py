@@ -132,23 +132,9 @@ def decode_yolox(
     return Candidates(boxes.astype(np.float32), scores[keep].astype(np.float32), class_ids[keep].astype(np.int64))
 
 
+# Names for models/manifest.yaml `decoder:`; vision/decoder_table.py merges these with the RKNN model-zoo layouts.
 DECODERS: dict[str, Decoder] = {
     "ssd_postprocess": decode_ssd,
     "yolov8": decode_yolov8,
     "yolox": decode_yolox,
 }
-
-
-def get_decoder(name: str) -> Decoder:
-    if name not in DECODERS:
-        # The RKNN model-zoo layouts live in their own module; load it only when a manifest asks for one.
-        try:
-            from . import zoo_decoders
-
-            DECODERS.update(getattr(zoo_decoders, "DECODERS", {}))
-        except ImportError:
-            pass
-    try:
-        return DECODERS[name]
-    except KeyError as exc:
-        raise ValueError(f"unknown decoder {name!r}; known: {', '.join(sorted(DECODERS))}") from exc

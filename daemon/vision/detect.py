@@ -11,7 +11,8 @@ import numpy as np
 
 from ...accelerators.base import Session
 from ..manifest import InputSpec
-from .decoders import Candidates, get_decoder
+from .decoder_table import get_decoder
+from .decoders import Candidates
 from .image import decode_image
 from .preprocess import Preprocessor
 from .types import Detection

@@ -177,7 +177,7 @@ def decode_rknn_yolox(
     return _pack(boxes, scores, ids)
 
 
-# Names for models/manifest.yaml `decoder:`; decoders.get_decoder() merges this table on first use.
+# Names for models/manifest.yaml `decoder:`; vision/decoder_table.py merges this table with the generic one.
 DECODERS: dict[str, Decoder] = {
     "rknn_yolov5": decode_rknn_yolov5,
     "rknn_yolov8": decode_rknn_yolov8,
