@@ -108,6 +108,12 @@ class Core:
         for acc in self.hardware.accelerators:
             if acc.kind != "cpu" and not acc.usable:
                 log.info("accelerator %s not used: %s", acc.kind, acc.reason)
+        if self.settings.detection.model == "auto":
+            from .autoselect import cameras_fps
+
+            if status:
+                status("choosing the detection model")
+            await self.registry.choose_default(cameras_fps(self.settings))
         model_id = self.registry.default_model_id()
         if status:
             status(f"loading model {model_id}")
@@ -135,5 +141,7 @@ class Core:
             # Is the default detector on the best usable accelerator, and if not, why (reasons, degraded).
             "acceleratorStatus": accelerator_state(models, self.hardware),
             "queueDepth": sum(m.get("queueDepth", 0) for m in models),
+            "memory": self.registry.memory_status(),
+            "autoDetection": self.registry.auto.to_dict() if self.registry.auto is not None else None,
             **(self.cameras.status() if self.cameras is not None else {"cameras": {}, "mqtt": None}),
         }

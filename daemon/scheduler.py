@@ -3,6 +3,12 @@
 Why threads: TFLite's invoke, onnxruntime's run and OpenCV's decode/resize release the GIL, so one worker per core
 runs truly in parallel while the event loop stays free for HTTP. Interpreters are not thread-safe, hence one Session
 per worker. Two lanes (interactive requests, camera frames) share the workers so that neither starves the other.
+
+Latency-adaptive: a pool may also hold a `lone` Session that uses every core. A job that finds nothing queued behind
+it and no other job running takes it, so the common case of one camera server sending one request at a time gets
+all cores (a 1-thread interpreter leaves the others idle); under load every worker runs its own 1-thread Session,
+which gives the most images per second. Thread counts of LiteRT (XNNPACK) and onnxruntime are fixed when a model is
+opened, so this needs its own interpreter rather than a per-call setting.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class PoolStats:
     failed: int = 0
     rejected: int = 0
     timed_out: int = 0
+    lone: int = 0  # jobs run alone on the all-core Session
     busy_ms_total: float = 0.0
     recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
 
@@ -75,11 +82,14 @@ class WorkerPool:
         max_depth: int = 32,
         timeout_s: float = 10.0,
         on_job_done: Callable[[], None] | None = None,
+        lone: Session | None = None,
     ) -> None:
         if not sessions:
             raise ValueError("a worker pool needs at least one session")
         self.name = name
         self.sessions = sessions
+        # The all-core Session for a job that runs alone (None: every job runs on its worker's own Session).
+        self.lone = lone
         self.max_depth = max_depth
         self.timeout_s = timeout_s
         self.stats = PoolStats()
@@ -92,6 +102,7 @@ class WorkerPool:
         self._idle: list[int] = []
         self._closed = False
         self._streak = 0
+        self._running = 0  # jobs being run now, counted under the lock
         self._on_job_done = on_job_done
         # Per worker: monotonic time it entered its current job (None when idle); the watchdog reads it.
         self.busy_since: list[float | None] = [None] * len(sessions)
@@ -168,12 +179,18 @@ class WorkerPool:
                 self.stats.timed_out += 1
                 job.loop.call_soon_threadsafe(_set_exception, job.future, QueueTimeout("waited too long"))
                 continue
+            with self._cv:
+                # Alone: nothing waits behind it and nothing else runs, so all cores are free for this one job.
+                alone = self.lone is not None and self._running == 0 and not self.depth
+                self._running += 1
             self.busy_since[index] = start = time.monotonic()
             deliver: Callable[[asyncio.Future[Any], Any], None]
             try:
-                outcome: Any = job.fn(session)
+                outcome: Any = job.fn(self.lone if alone else session)
                 deliver = _set_result
                 self.stats.processed += 1
+                if alone:
+                    self.stats.lone += 1
             except Exception as exc:  # delivered to the awaiting request, never kills the worker
                 outcome, deliver = exc, _set_exception
                 self.stats.failed += 1
@@ -184,6 +201,7 @@ class WorkerPool:
             if self._on_job_done is not None:
                 self._on_job_done()
             with self._cv:
+                self._running -= 1
                 # Back on top of the idle stack before the caller hears the answer: its next request (often
                 # sent at once) then comes to this warm worker, not to one that has been idle longer.
                 if index not in self._idle:
@@ -208,7 +226,7 @@ class WorkerPool:
         deadline = time.monotonic() + wait
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        for s in self.sessions:
+        for s in [*self.sessions, *([self.lone] if self.lone is not None else [])]:
             try:
                 s.close()
             except Exception:  # closing is best effort; a vendor runtime may already be gone
@@ -220,6 +238,7 @@ class WorkerPool:
             "queueDepth": self.depth,
             "maxQueueDepth": self.max_depth,
             "processed": self.stats.processed,
+            "processedAlone": self.stats.lone,
             "failed": self.stats.failed,
             "rejected": self.stats.rejected,
             "timedOut": self.stats.timed_out,

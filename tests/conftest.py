@@ -34,6 +34,12 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 if not MODELS.is_dir():
     raise pytest.UsageError(f"real models not found at {MODELS}: set PERCHD_SHARED to the shared/ folder")
 
+# The suite's assertions are written for SSD MobileNet v1. `detection.model: auto` would measure every candidate at
+# each daemon start (seconds each) and may choose another model on this machine, so daemons started by the tests
+# (in process via core_settings, or as subprocesses, which inherit this) name it; test_autoselect.py covers `auto`.
+DEFAULT_DETECTOR = "ssd_mobilenet_v1"
+os.environ.setdefault("PERCHD__DETECTION__MODEL", DEFAULT_DETECTOR)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -48,9 +54,10 @@ def image_bytes(name: str) -> bytes:
 # ---- settings and cores ------------------------------------------------------------------------------------------
 
 def core_settings(tmp: Path) -> Settings:
-    """The real models, state and cache under `tmp`, no legacy listener, two single-threaded CPU workers."""
+    """The real models, state and cache under `tmp`, no legacy listener, two single-threaded CPU workers, the
+    suite's default detector."""
     return Settings(model_dir=MODELS, state_dir=tmp / "state", cache_dir=tmp / "cache", legacy_port=0,
-                    cpu={"workers": 2, "threads": 1})
+                    cpu={"workers": 2, "threads": 1}, detection={"model": DEFAULT_DETECTOR})
 
 
 def tuned(settings: Settings, **sections: dict[str, Any]) -> Settings:
