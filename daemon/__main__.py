@@ -168,7 +168,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         widths = {k: max(len(str(r[k])) for r in rows) for k in ("model", "task", "accelerator", "state")}
         for r in rows:
             print("  ".join(f"{r[k]:<{w}}" for k, w in widths.items()) + f"  {r['file']}")
+        if args.action == "list":
+            _print_loaded(settings.port)
     return 1 if args.action == "verify" and any(r["state"] == "CORRUPT" for r in rows) else 0
+
+
+def _print_loaded(port: int) -> None:
+    """What a daemon running on this box holds now, from its status route (nothing if none answers)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/system-status", timeout=3) as resp:
+            memory = json.load(resp).get("memory") or {}
+    except (OSError, ValueError):
+        print(f"no daemon answers on port {port}: nothing is loaded")
+        return
+    print(f"daemon on port {port}: RSS {memory.get('rssMB', 0):.0f} MiB, budget {memory.get('budgetMB')} MiB,"
+          f" {memory.get('evictions', 0)} unloaded for room, {memory.get('refusals', 0)} refused; loaded:")
+    for m in memory.get("models", []):
+        size = "?" if m.get("memoryMB") is None else f"{m['memoryMB']:.0f} MiB"
+        print(f"  {m['id']:<28}{size:>10}")
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
