@@ -188,6 +188,7 @@ def run_models(settings: Settings) -> int:
     print(f"auto on {kind} ({registry.placement.workers()} workers): {rule}")
     for line in format_table(choice):
         print(line)
-    for entry_id in sorted({r.model_id for r in rows}):
-        print(f"  {entry_id}: COCO mAP from {registry.manifest.models[entry_id].accuracy.source}")  # type: ignore
+    for r in rows:
+        accuracy = registry.manifest.models[r.model_id].accuracy
+        print(f"  {r.model_id}: COCO mAP from {accuracy.source if accuracy else '?'}")
     return 0
