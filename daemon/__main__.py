@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
     p.add_argument("--concurrency", default="1,2,4,8")
+    p.add_argument("--rounds", type=int, default=4, help="blocks each figure is measured in, taking turns")
     p.add_argument("--cameras", default="2", help="camera lane: REST latency while N file:// cameras run (0: skip)")
     p.add_argument("--doods", help="DOODS2 checkout with its venv, measured beside Perch (or $PERCHD_BENCH_DOODS)")
     p.add_argument("--models", action="store_true", help="measure every `auto` candidate model and print the table")

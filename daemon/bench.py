@@ -11,8 +11,10 @@ compared: DESIGN.md's readings from another day are quoted as such, never divide
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..accelerators.probe import probe
-from .bench_load import Daemon, multipart_post, raw_figures, rest_figures
+from .bench_load import Client, Daemon, Post, Raw, multipart_post, pct
 from .bench_peers import Doods, camera_config, find_doods
 from .config import Settings
 from .manifest import load_manifest, resolve
@@ -58,7 +60,7 @@ def _cameras_lane(settings: Settings, model_id: str, data: bytes, cameras: int, 
                 if len(cams) == cameras and all(c.get("detect_fps", 0) > 0 for c in cams.values()):
                     break
                 time.sleep(0.5)
-            rest = rest_figures(multipart_post(daemon.url, data), seconds, [])
+            rest = asyncio.run(_latency_only(multipart_post(daemon.url, data), seconds))
             with urllib.request.urlopen(status_url, timeout=5) as resp:
                 cams = json.load(resp).get("cameras") or {}
             rest["cameras"] = cameras
@@ -68,18 +70,75 @@ def _cameras_lane(settings: Settings, model_id: str, data: bytes, cameras: int, 
             daemon.stop()
 
 
-def _doods(settings: Settings, model_id: str, data: bytes, seconds: float, top: int,
-           found: tuple[Path, Path]) -> dict[str, Any]:
+async def _latency_only(post: Post, seconds: float) -> dict[str, Any]:
+    client = Client(post, 2)
+    try:
+        await client.warm()
+        lat = await client.latency(seconds)
+    finally:
+        await client.close()
+    return {"p50": statistics.median(lat), "p99": pct(lat, 0.99)}
+
+
+def _start_doods(settings: Settings, model_id: str, found: tuple[Path, Path]) -> Doods:
     entry = load_manifest().models[model_id]
     variant = next(v for v in entry.variants if v.accelerator == "cpu" and v.file.endswith(".tflite"))
     assert entry.labels is not None
     # Absolute paths: DOODS2 runs in its own checkout.
-    peer = Doods(*found, resolve(settings.model_dir, variant).resolve(),
+    return Doods(*found, resolve(settings.model_dir, variant).resolve(),
                  resolve(settings.model_dir, entry.labels).resolve())
+
+
+async def _interleaved(raw: Raw, rest: Post, peer: Post | None, seconds: float, levels: list[int],
+                       rounds: int) -> dict[str, Any]:
+    """Every figure is taken in `rounds` short blocks, taking turns (raw, REST, DOODS2, raw, …), so that the load of
+    a shared machine falls on all of them alike; each figure sums `seconds` of measuring."""
+    block = seconds / rounds
+    top = max(levels)
+    ours = Client(rest, top + 2)
+    theirs = Client(peer, top + 2) if peer else None
+    lat: dict[str, list[float]] = {"one": [], "lone": [], "rest": [], "peer": []}
+    done: dict[str, list[float]] = {}
+
+    def add(key: str, result: tuple[int, float]) -> None:
+        n, t = done.get(key, [0.0, 0.0])
+        done[key] = [n + result[0], t + result[1]]
+
     try:
-        return rest_figures(peer.post(data), seconds, sorted({1, top}))
+        await ours.warm()
+        if theirs:
+            await theirs.warm()
+        for _ in range(rounds):
+            lat["one"] += await asyncio.to_thread(raw.latency, raw.sessions[0], block)
+            lat["lone"] += await asyncio.to_thread(raw.latency, raw.lone, block)
+            lat["rest"] += await ours.latency(block)
+            if theirs:
+                lat["peer"] += await theirs.latency(block)
+            add("raw", await asyncio.to_thread(raw.throughput, block))
+            for level in levels:
+                add(f"rest{level}", await ours.throughput(level, block))
+            if theirs:
+                for level in sorted({1, top}):
+                    add(f"peer{level}", await theirs.throughput(level, block))
     finally:
-        peer.stop()
+        await ours.close()
+        if theirs:
+            await theirs.close()
+
+    def rate(key: str) -> float:
+        return done[key][0] / done[key][1]
+
+    out: dict[str, Any] = {
+        "raw": {"p50_1thread": statistics.median(lat["one"]), "p50_all": statistics.median(lat["lone"]),
+                "p99_all": pct(lat["lone"], 0.99), "rps_workers": rate("raw")},
+        "rest": {"p50": statistics.median(lat["rest"]), "p99": pct(lat["rest"], 0.99),
+                 "rps": {level: rate(f"rest{level}") for level in levels}},
+        "doods2": None,
+    }
+    if theirs:
+        out["doods2"] = {"p50": statistics.median(lat["peer"]), "p99": pct(lat["peer"], 0.99),
+                         "rps": {level: rate(f"peer{level}") for level in sorted({1, top})}}
+    return out
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,28 +149,29 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     top = max(levels)
     cameras = [int(c) for c in str(args.cameras).split(",") if c.strip() and int(c) > 0]
-    doods = find_doods(args.doods)
+    found = find_doods(args.doods)
     # The model DESIGN.md's readings and DOODS2 use, unless one is named: `auto` may pick another on this board.
     model_id = args.model or _registry(settings).static_default()
     print(f"perchd bench: {image.name} ({len(data) // 1024} KiB), {os.cpu_count()} cores, {args.seconds:g} s per"
-          f" measurement, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
-    raw = raw_figures(settings, model_id, data, args.seconds)
+          f" figure in {args.rounds} interleaved blocks, load average {os.getloadavg()[0]:.2f} at the start",
+          flush=True)
+    raw = Raw(settings, model_id, data)
     daemon = Daemon(settings, model_id)
+    peer = _start_doods(settings, model_id, found) if found else None
     try:
-        rest = rest_figures(multipart_post(daemon.url, data), args.seconds, levels)
-        rest["rss"] = daemon.rss_mb()
-        rest["ready_s"] = daemon.ready_s
+        figures = asyncio.run(_interleaved(raw, multipart_post(daemon.url, data), peer.post(data) if peer else None,
+                                           args.seconds, levels, args.rounds))
+        figures["rest"].update(rss=daemon.rss_mb(), ready_s=daemon.ready_s)
     finally:
         daemon.stop()
+        if peer:
+            peer.stop()
+    figures["raw"].update(model=raw.model.id, device=raw.model.inference_device, workers=len(raw.sessions),
+                          lone_threads=raw.lone_threads)
+    raw.close()
     lanes = [_cameras_lane(settings, model_id, data, n, args.seconds) for n in cameras]
-    peer = _doods(settings, model_id, data, args.seconds, top, doods) if doods else None
-    # Raw again at the end: on a shared machine the better of two raw runs is the fairer yardstick.
-    again = raw_figures(settings, model_id, data, args.seconds)
-    for key in ("p50_1thread", "p50_all", "p99_all"):
-        raw[key] = min(raw[key], again[key])
-    raw["rps_workers"] = max(raw["rps_workers"], again["rps_workers"])
-    report = {"image": image.name, "seconds": args.seconds, "load_end": os.getloadavg()[0], "raw": raw,
-              "rest": rest, "cameras": lanes, "doods2": peer}
+    report = {"image": image.name, "seconds": args.seconds, "load_end": os.getloadavg()[0], **figures,
+              "cameras": lanes}
     for line in format_report(report, top):
         print(line)
     if args.json:
@@ -121,7 +181,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def _target(label: str, value: float, op: str, limit: float, unit: str = "") -> str:
     met = value <= limit if op == "<=" else value >= limit
-    return f"  {label:<44}{value:>8.2f}{unit}  target {op} {limit:g}{unit}  {'met' if met else 'NOT MET'}"
+    shown = f"{value:>8.0f}" if unit else f"{value:>8.2f}"
+    return f"  {label:<44}{shown}{unit}  target {op} {limit:g}{unit}  {'met' if met else 'NOT MET'}"
 
 
 def format_report(r: dict[str, Any], top: int) -> list[str]:

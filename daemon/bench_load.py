@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -34,33 +33,48 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _latency(fn: Callable[[], object], seconds: float) -> list[float]:
-    for _ in range(5):
-        fn()
-    out: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+class Raw:
+    """The daemon's detection pipeline for one model, in this process: its 1-thread worker Sessions and its all-core
+    lone Session (the same as a 1-thread one on a single core)."""
 
+    def __init__(self, settings: Settings, model_id: str, data: bytes) -> None:
+        self.registry = ModelRegistry(settings, load_manifest(), probe(settings.hardware_root))
+        self.model = self.registry.placement.load_detector(model_id)
+        self.lone_threads = self.registry.placement.lone_threads(self.model.kind)
+        self.data = data
+        self.max_px = settings.limits.max_pixels
+        self._run(self.sessions[0])
 
-def raw_figures(settings: Settings, model_id: str, data: bytes, seconds: float) -> dict[str, Any]:
-    """p50 of one 1-thread and of one all-core interpreter, and img/s of every 1-thread worker at once."""
-    registry = ModelRegistry(settings, load_manifest(), probe(settings.hardware_root))
-    model = registry.placement.load_detector(model_id)
-    det, sessions, lone = model.detector, model.pool.sessions, model.pool.lone
-    max_px = settings.limits.max_pixels
-    try:
-        one = _latency(lambda: det.run_bytes(sessions[0], data, 0.4, max_px), seconds)
-        every = _latency(lambda: det.run_bytes(lone, data, 0.4, max_px), seconds) if lone is not None else one
+    @property
+    def sessions(self) -> list[Any]:
+        return list(self.model.pool.sessions)
+
+    @property
+    def lone(self) -> Any:
+        return self.model.pool.lone or self.model.pool.sessions[0]
+
+    def _run(self, session: Any) -> None:
+        self.model.detector.run_bytes(session, self.data, 0.4, self.max_px)
+
+    def latency(self, session: Any, seconds: float) -> list[float]:
+        """ms per image, one after another, for `seconds`."""
+        out: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            self._run(session)
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+
+    def throughput(self, seconds: float) -> tuple[int, float]:
+        """(images, seconds) with every 1-thread worker Session busy in its own thread."""
+        sessions = self.sessions
         counts = [0] * len(sessions)
         stop = time.perf_counter() + seconds
 
         def worker(i: int) -> None:
             while time.perf_counter() < stop:
-                det.run_bytes(sessions[i], data, 0.4, max_px)
+                self._run(sessions[i])
                 counts[i] += 1
 
         t0 = time.perf_counter()
@@ -69,15 +83,11 @@ def raw_figures(settings: Settings, model_id: str, data: bytes, seconds: float) 
             t.start()
         for t in threads:
             t.join()
-        return {
-            "model": model.id, "device": model.inference_device, "workers": len(sessions),
-            "lone_threads": registry.placement.lone_threads(model.kind),
-            "p50_1thread": statistics.median(one), "p50_all": statistics.median(every),
-            "p99_all": pct(every, 0.99), "rps_workers": sum(counts) / (time.perf_counter() - t0),
-        }
-    finally:
-        model.pool.close()
-        registry.close()
+        return sum(counts), time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.model.pool.close()
+        self.registry.close()
 
 
 # ---- a daemon (or a peer) as a subprocess -------------------------------------------------------------------
@@ -162,36 +172,40 @@ def multipart_post(url: str, data: bytes) -> Post:
     return post
 
 
-async def _load(post: Post, seconds: float, levels: list[int], latency: bool) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=max([*levels, 1]) + 2)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        for _ in range(10):
-            await post(http)
-        out: dict[str, Any] = {"rps": {}}
-        if latency:
-            lat: list[float] = []
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                await post(http)
-                lat.append((time.perf_counter() - t) * 1000)
-            out.update(p50=statistics.median(lat), p99=pct(lat, 0.99))
-        for level in levels:
-            done = 0
-            stop = time.perf_counter() + seconds
+class Client:
+    """Requests to one server over keep-alive connections, in blocks of a few seconds."""
 
-            async def client(stop: float = stop) -> None:
-                nonlocal done
-                while time.perf_counter() < stop:
-                    await post(http)
-                    done += 1
+    def __init__(self, post: Post, connections: int) -> None:
+        self.post = post
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
 
-            t0 = time.perf_counter()
-            await asyncio.gather(*(client() for _ in range(level)))
-            out["rps"][level] = done / (time.perf_counter() - t0)
+    async def warm(self, n: int = 10) -> None:
+        for _ in range(n):
+            await self.post(self.http)
+
+    async def latency(self, seconds: float) -> list[float]:
+        out: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            await self.post(self.http)
+            out.append((time.perf_counter() - t) * 1000)
         return out
 
+    async def throughput(self, level: int, seconds: float) -> tuple[int, float]:
+        """(answers, seconds) with `level` requests always in flight."""
+        done = 0
+        stop = time.perf_counter() + seconds
 
-def rest_figures(post: Post, seconds: float, levels: list[int], latency: bool = True) -> dict[str, Any]:
-    """p50/p99 of sequential requests (concurrency 1) and req/s at each concurrency level."""
-    return asyncio.run(_load(post, seconds, levels, latency))
+        async def one() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await self.post(self.http)
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(level)))
+        return done, time.perf_counter() - t0
+
+    async def close(self) -> None:
+        await self.http.close()
