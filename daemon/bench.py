@@ -70,6 +70,14 @@ def _cameras_lane(settings: Settings, model_id: str, data: bytes, cameras: int, 
             daemon.stop()
 
 
+def _lone_share(port: int) -> dict[str, int]:
+    """How many of the daemon's detections ran alone on the all-core interpreter (the rest on 1-thread workers)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/system-status", timeout=5) as resp:
+        models = json.load(resp).get("models") or []
+    model = next((m for m in models if m.get("task") == "detection" and "processed" in m), {})
+    return {"processed": int(model.get("processed", 0)), "processed_alone": int(model.get("processedAlone", 0))}
+
+
 async def _latency_only(post: Post, seconds: float) -> dict[str, Any]:
     client = Client(post, 2)
     try:
@@ -161,7 +169,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     try:
         figures = asyncio.run(_interleaved(raw, multipart_post(daemon.url, data), peer.post(data) if peer else None,
                                            args.seconds, levels, args.rounds))
-        figures["rest"].update(rss=daemon.rss_mb(), ready_s=daemon.ready_s)
+        figures["rest"].update(rss=daemon.rss_mb(), ready_s=daemon.ready_s, **_lone_share(daemon.port))
     finally:
         daemon.stop()
         if peer:
@@ -200,6 +208,8 @@ def format_report(r: dict[str, Any], top: int) -> list[str]:
         "  req/s at concurrency " + " / ".join(str(k) for k in rest["rps"]) + "      "
         + " / ".join(f"{v:.1f}" for v in rest["rps"].values()),
         f"  RSS after the run                          {rest['rss']:8.0f} MiB",
+        f"  detections run alone on the all-core interpreter: {rest['processed_alone']} of {rest['processed']}"
+        " (the rest found others queued or running and ran on a 1-thread worker)",
     ]
     for lane in r["cameras"]:
         lines.append(f"camera lane: {lane['cameras']} file:// cameras at up to 5 detections/s each"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 * MIB
 
 
+@functools.cache
 def _libc() -> Any:
     name = ctypes.util.find_library("c")
     try:
