@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..accelerators.probe import probe
-from .bench_load import Client, Daemon, Post, Raw, multipart_post, pct
+from .bench_load import Client, Daemon, Post, Raw, multipart_post, pct, run
 from .bench_peers import Doods, camera_config, find_doods
 from .config import Settings
 from .manifest import load_manifest, resolve
@@ -60,7 +60,7 @@ def _cameras_lane(settings: Settings, model_id: str, data: bytes, cameras: int, 
                 if len(cams) == cameras and all(c.get("detect_fps", 0) > 0 for c in cams.values()):
                     break
                 time.sleep(0.5)
-            rest = asyncio.run(_latency_only(multipart_post(daemon.url, data), seconds))
+            rest = run(_latency_only(multipart_post(daemon.port, data), seconds))
             with urllib.request.urlopen(status_url, timeout=5) as resp:
                 cams = json.load(resp).get("cameras") or {}
             rest["cameras"] = cameras
@@ -167,8 +167,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     daemon = Daemon(settings, model_id)
     peer = _start_doods(settings, model_id, found) if found else None
     try:
-        figures = asyncio.run(_interleaved(raw, multipart_post(daemon.url, data), peer.post(data) if peer else None,
-                                           args.seconds, levels, args.rounds))
+        figures = run(_interleaved(raw, multipart_post(daemon.port, data), peer.post(data) if peer else None,
+                                   args.seconds, levels, args.rounds))
         figures["rest"].update(rss=daemon.rss_mb(), ready_s=daemon.ready_s, **_lone_share(daemon.port))
     finally:
         daemon.stop()

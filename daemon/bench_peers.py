@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import aiohttp
 import cv2
 import numpy as np
 import yaml
@@ -65,15 +64,7 @@ class Doods:
         # DOODS2 answers no detections unless the request names what to detect.
         body = json.dumps({"detector_name": "default", "data": base64.b64encode(data).decode(),
                            "detect": {"*": 40}}).encode()
-        url = f"http://127.0.0.1:{self.port}/detect"
-
-        async def post(http: aiohttp.ClientSession) -> None:
-            async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
-                payload = await resp.read()
-            if resp.status != 200 or b'"detections"' not in payload:
-                raise RuntimeError(f"DOODS2 answered {resp.status} {payload[:200]!r}")
-
-        return post
+        return Post.build(self.port, "/detect", "application/json", body, b'"detections"')
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -86,20 +77,21 @@ class Doods:
 
 
 def camera_config(photo: bytes, cameras: int, fps: float, folder: Path) -> Path:
-    """A daemon config with `cameras` file:// cameras playing a clip that pans across `photo` (so the motion gate
-    lets every frame through to detection, capped at `fps` per camera)."""
+    """A daemon config with `cameras` file:// cameras playing a clip that pans across `photo`, the motion gate off:
+    each camera then asks for exactly `fps` detections a second, whatever the scene does."""
     frame = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
     frame = cv2.resize(frame, (800, 600))
     clip = folder / "pan.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
     try:
         for i in range(60):
-            x = int(80 * (1 + np.sin(i / 60 * 2 * np.pi)))
+            x = 160 - abs(160 - (i * 16) % 320)  # back and forth at a constant speed
             writer.write(np.ascontiguousarray(frame[60:540, x:x + 640]))
     finally:
         writer.release()
     config = folder / "cameras.yaml"
     config.write_text(yaml.safe_dump({"cameras": [
-        {"name": f"bench{i}", "url": f"file://{clip}", "detect": {"fps": fps, "labels": ["person", "dog", "car"]}}
+        {"name": f"bench{i}", "url": f"file://{clip}", "motion": {"enabled": False},
+         "detect": {"fps": fps, "labels": ["person", "dog", "car"]}}
         for i in range(cameras)]}))
     return config

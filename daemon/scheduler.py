@@ -134,15 +134,23 @@ class WorkerPool:
             self._lanes[lane].append(job)
             if self._idle:
                 self._wake[self._idle.pop()].notify()
+        # A timer rather than asyncio.wait_for(shield(...)): the answer then reaches the caller in one loop turn
+        # instead of three, which is measurable next to a 12 ms inference.
+        timer = loop.call_later(timeout, self._expire, job, lane, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except asyncio.TimeoutError as exc:
-            self.stats.timed_out += 1
-            job.future.cancel()  # a worker that already started it drops the result
-            # Free its queue slot now rather than when a (possibly hung) worker gets to it.
-            with self._cv, contextlib.suppress(ValueError):
-                self._lanes[lane].remove(job)
-            raise QueueTimeout(f"model {self.name} did not answer within {timeout:g} s") from exc
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: _Job[Any], lane: int, timeout: float) -> None:
+        if job.future.done():
+            return
+        self.stats.timed_out += 1
+        # A worker that already started it drops the result.
+        job.future.set_exception(QueueTimeout(f"model {self.name} did not answer within {timeout:g} s"))
+        # Free its queue slot now rather than when a (possibly hung) worker gets to it.
+        with self._cv, contextlib.suppress(ValueError):
+            self._lanes[lane].remove(job)
 
     # ---- worker side -----------------------------------------------------------------------------------------
 
@@ -173,7 +181,7 @@ class WorkerPool:
                     self._idle.remove(index)
                 if job is None:
                     return
-            if job.future.cancelled():
+            if job.future.done():  # timed out or its request went away while it waited
                 continue
             if time.monotonic() > job.deadline:
                 self.stats.timed_out += 1
@@ -206,6 +214,7 @@ class WorkerPool:
                 # sent at once) then comes to this warm worker, not to one that has been idle longer.
                 if index not in self._idle:
                     self._idle.append(index)
+                # Last before this thread waits again: the event loop that wakes for the answer needs the GIL.
                 job.loop.call_soon_threadsafe(deliver, job.future, outcome)
 
     def stuck_for(self) -> float:

@@ -16,7 +16,9 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.hdrs import CONTENT_DISPOSITION
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 from multidict import MultiDict
 
 from ..core import Core
@@ -98,15 +100,18 @@ async def _parse_form(request: web.Request) -> Form:
                 if not isinstance(part, BodyPartReader):  # nested multipart: not something clients send
                     continue
                 chunks = []
-                while chunk := await part.read_chunk(1 << 16):
+                while chunk := await part.read_chunk(1 << 20):
                     total += len(chunk)
                     if total > limit:
                         raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413)
                     chunks.append(chunk)
                 data = b"".join(chunks)
-                name = part.name or ""
-                if part.filename is not None:
-                    form.files.append((name, part.filename, data))
+                # Parsed once: aiohttp's part.name and part.filename each parse the header again (~0.1 ms apiece).
+                _, params = parse_content_disposition(part.headers.get(CONTENT_DISPOSITION))
+                name = content_disposition_filename(params, "name") or ""
+                filename = content_disposition_filename(params, "filename")
+                if filename is not None:
+                    form.files.append((name, filename, data))
                 else:
                     form.fields[name] = data.decode("utf-8", "replace")
         except ApiError:
