@@ -15,7 +15,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from ..accelerators.base import DEVICE_NAMES, Session
+from .failover import Failover, Job
 from .manifest import ModelEntry, Variant
+from .metrics.latency import LatencyHistogram
 from .procfs import rss_mb
 from .scheduler import LANE_REQUEST, WorkerPool
 from .vision.detect import NMS_IOU, Detector, DetectResult
@@ -63,6 +65,9 @@ class LoadedModel:
     fallback_reasons: list[str] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
+    # Accelerator fault -> CPU twin (daemon/failover.py); None on the CPU or without a CPU variant.
+    failover: Failover | None = None
     residency: Residency = field(default_factory=Residency)
     reacquire: Callable[[], Awaitable[LoadedModel]] | None = None
 
@@ -73,15 +78,33 @@ class LoadedModel:
     @property
     def inference_device(self) -> str:
         """What CodeProject.AI clients read in `inferenceDevice`."""
+        if self.failover is not None and self.failover.degraded:
+            return "CPU"
         name = DEVICE_NAMES.get(self.kind, "CPU")
         if self.kind == "edgetpu" and len(self.pool.sessions) > 1:
             return "Multi-TPU"
         return name
 
     def record(self, result: DetectResult) -> None:
+        self.latency.observe_ms(result.inference_ms)
         self.inference_ms.append(result.inference_ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
+
+    async def _submit(self, job: Job[DetectResult], lane: int) -> DetectResult:
+        if self.failover is not None:
+            return await self.failover.run(job, lane)
+        det = self.detector
+        return await self.pool.submit(lambda s: job(det, s), lane)
+
+    def close(self) -> None:
+        """Stop its workers and free its sessions (and its CPU twin's); joins threads: not on the event loop."""
+        if self.failover is not None:
+            self.failover.close()
+        self.pool.close()
+
+    def pools(self) -> list[WorkerPool]:
+        return self.failover.pools() if self.failover is not None else [self.pool]
 
     async def _current(self) -> LoadedModel:
         if self.residency.evicted and self.reacquire is not None:
@@ -92,18 +115,16 @@ class LoadedModel:
     async def detect_bytes(self, data: bytes, min_confidence: float, max_pixels: int,
                            lane: int = LANE_REQUEST, iou: float = NMS_IOU) -> DetectResult:
         model = await self._current()
-        det = model.detector
         result = await model.residency.tracked(
-            model.pool.submit(lambda s: det.run_bytes(s, data, min_confidence, max_pixels, iou), lane))
+            model._submit(lambda det, s: det.run_bytes(s, data, min_confidence, max_pixels, iou), lane))
         model.record(result)
         return result
 
     async def detect_frame(self, bgr: np.ndarray, min_confidence: float, lane: int = LANE_REQUEST,
                            iou: float = NMS_IOU) -> DetectResult:
         model = await self._current()
-        det = model.detector
         result = await model.residency.tracked(
-            model.pool.submit(lambda s: det.run_frame(s, bgr, min_confidence, iou), lane))
+            model._submit(lambda det, s: det.run_frame(s, bgr, min_confidence, iou), lane))
         model.record(result)
         return result
 
@@ -122,6 +143,7 @@ class LoadedModel:
             "averageInferenceMs": round(sum(recent) / len(recent), 2) if recent else None,
             "memoryMB": _mb(self.residency.memory_mb),
             **self.pool.snapshot(),
+            **(self.failover.status() if self.failover is not None else {}),
         }
 
 
@@ -155,6 +177,7 @@ class LoadedTask:
     inference_ms: list[float] = field(default_factory=list)
     # The task's front object (e.g. vision.faces.FaceTask), built with the pool; what routes call.
     engine: Any = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # read by /metrics
     residency: Residency = field(default_factory=Residency)
     reacquire: Callable[[], Awaitable[LoadedTask]] | None = None
 
@@ -172,9 +195,16 @@ class LoadedTask:
         return await task.residency.tracked(task.pool.submit(fn, lane))
 
     def record(self, ms: float) -> None:
+        self.latency.observe_ms(ms)
         self.inference_ms.append(ms)
         if len(self.inference_ms) > 200:
             del self.inference_ms[:100]
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def pools(self) -> list[WorkerPool]:
+        return [self.pool]
 
     def status(self) -> dict[str, Any]:
         recent = self.inference_ms[-100:]

@@ -89,10 +89,13 @@ class Resident(Protocol):
     pool: WorkerPool
     residency: Residency
 
+    def close(self) -> None: ...
+
+    def pools(self) -> list[WorkerPool]: ...
+
 
 def in_flight(resident: Resident) -> bool:
-    pool = resident.pool
-    return bool(pool.depth) or any(t is not None for t in pool.busy_since)
+    return any(p.depth or any(t is not None for t in p.busy_since) for p in resident.pools())
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 from ..accelerators.base import KINDS, AcceleratorError, OpenOptions, Session, backend_for_file, get_backend
 from ..accelerators.probe import HardwareReport
 from .config import Settings
+from .failover import Engine, attach_failover
 from .loaded import LoadedModel, ModelUnavailable, OpenedSessions
 from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels, resolve
 from .scheduler import WorkerPool
+from .selection import no_model_reason
 from .vision.detect import Detector
 
 log = logging.getLogger("perch.models")
@@ -43,6 +45,9 @@ class Placement:
             v for v in entry.variants
             if v.accelerator == kind and (not v.soc or kind != "rknn" or soc in v.soc)
         ]
+
+    # The name selection.py's reasons (and perchd hardware's plan) call it by.
+    _variants_for = variants_for
 
     def cores(self) -> int:
         try:
@@ -86,8 +91,8 @@ class Placement:
         for kind in self.candidate_kinds():
             variants = self.variants_for(entry, kind)
             if not variants:
-                if kind != "cpu" and kind == self.settings.accelerator:
-                    reasons.append(f"{kind}: model {model_id} has no {kind} variant")
+                if kind != "cpu":
+                    reasons.append(no_model_reason(self, kind, model_id))
                 continue
             report = self.hardware.get(kind)
             if kind != "cpu" and report is not None and not report.usable:
@@ -102,6 +107,9 @@ class Placement:
                     log.warning("model %s: %s variant %s failed: %s", model_id, kind, variant.file, exc)
                     continue
                 loaded.fallback_reasons = reasons
+                loaded.failover = attach_failover(
+                    model_id, kind, entry, variant, Engine(loaded.pool, loaded.detector, variant.file),
+                    self.settings, lambda v, p: self._open_detector(model_id, entry, v, p, "cpu", labels))
                 if reasons:
                     log.warning("model %s runs on %s after falling back: %s", model_id, kind, "; ".join(reasons))
                 lone = loaded.pool.lone

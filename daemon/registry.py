@@ -18,11 +18,12 @@ from ..accelerators.base import Session
 from ..accelerators.probe import HardwareReport
 from .config import Settings
 from .loaded import LoadedModel, LoadedTask, ModelUnavailable, OpenedSessions, TaskWorker
-from .manifest import Manifest, ModelEntry, ModelFileError, load_labels
+from .manifest import Manifest, ModelEntry, ModelFileError, Variant, load_labels
 from .memory import MemoryBudget, Need, Resident, default_budget_mb, estimate, give_back_heap
 from .placement import Placement
 from .procfs import ram_mb, rss_mb
 from .scheduler import WorkerPool
+from .selection import present
 
 log = logging.getLogger("perch.models")
 
@@ -61,6 +62,10 @@ class ModelRegistry:
     def candidate_kinds(self) -> list[str]:
         return self.placement.candidate_kinds()
 
+    def _variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]:
+        """For selection.py's reasons (perchd hardware's plan takes a registry)."""
+        return self.placement.variants_for(entry, kind)
+
     def default_model_id(self, task: str = "detection") -> str:
         configured = self.settings.detection.model if task == "detection" else "auto"
         if configured != "auto":
@@ -74,7 +79,9 @@ class ModelRegistry:
         defaults = self.manifest.defaults.get(task, {})
         for kind in self.candidate_kinds():
             model_id = defaults.get(kind)
-            if model_id and self.placement.variants_for(self.manifest.models[model_id], kind):
+            # An accelerator counts only when its model's file is here (RKNN/Hailo files are never downloaded).
+            variants = self.placement.variants_for(self.manifest.models[model_id], kind) if model_id else []
+            if variants and (kind == "cpu" or present(self.settings.model_dir, variants)):
                 return model_id
         return defaults.get("cpu") or next(iter(self.manifest.by_task(task)))
 
@@ -113,7 +120,7 @@ class ModelRegistry:
         model = self.loaded.pop(model_id, None)
         if model is not None:
             model.residency.evicted = True
-            model.pool.close()
+            model.close()
 
     # ---- task models --------------------------------------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class ModelRegistry:
         self._detach(task)
         log.info("task %s unloaded after %.0f s unused", key, after_s)
         # Closing joins the worker threads: not on the event loop.
-        threading.Thread(target=_close_pool, args=(task.pool,), name=f"perch-unload-{key}", daemon=True).start()
+        threading.Thread(target=_close, args=(task,), name=f"perch-unload-{key}", daemon=True).start()
 
     # ---- the memory budget --------------------------------------------------------------------------------------
 
@@ -244,7 +251,7 @@ class ModelRegistry:
 
     async def _evict(self, resident: Resident) -> None:
         self._detach(resident)
-        await asyncio.to_thread(_close_pool, resident.pool)
+        await asyncio.to_thread(_close, resident)
 
     # ---- life cycle and status ----------------------------------------------------------------------------------
 
@@ -254,12 +261,13 @@ class ModelRegistry:
         # Not cancelled here (this may run on a thread, timers belong to the loop): a late one finds no task.
         self._idle_timers.clear()
         for key in list(self.tasks):
-            task = self.tasks.pop(key)
-            task.residency.evicted = True
-            task.pool.close()
+            task = self.tasks.pop(key, None)  # the idle timer (on the loop) may have unloaded it meanwhile
+            if task is not None:
+                task.residency.evicted = True
+                task.close()
 
     def stuck_for(self) -> float:
-        pools = [m.pool for m in self.loaded.values()] + [t.pool for t in self.tasks.values()]
+        pools = [p for r in self.residents() for p in r.pools()]
         return max((p.stuck_for() for p in pools), default=0.0)
 
     def status(self) -> list[dict[str, Any]]:
@@ -282,6 +290,6 @@ class ModelRegistry:
         self.auto = await choose(self, cameras_fps, measure)
 
 
-def _close_pool(pool: WorkerPool) -> None:
-    pool.close()
+def _close(resident: Resident) -> None:
+    resident.close()
     give_back_heap()
