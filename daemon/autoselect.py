@@ -194,12 +194,16 @@ def candidates(registry: ModelRegistry, kind: str) -> list[tuple[str, str]]:
 
 
 def _choose(registry: ModelRegistry, cameras: float | None, measure: Measure | None) -> AutoChoice:
-    kind = registry.candidate_kinds()[0]
-    report = registry.hardware.get(kind)
     static = registry.static_default()
-    if kind != "cpu" and (report is None or not report.usable):
-        return AutoChoice(static, kind, f"{kind} is not usable here: the model built for it")
-    found = candidates(registry, kind)
+    # The accelerator: the best one that has a detection model file here (as for the static default), else the CPU.
+    kind, found = "cpu", []
+    for kind in registry.candidate_kinds():
+        report = registry.hardware.get(kind)
+        if kind != "cpu" and (report is None or not report.usable):
+            return AutoChoice(static, kind, f"{kind} is forced but not usable here: the model built for it")
+        found = candidates(registry, kind)
+        if found:
+            break
     if len(found) < 2:
         only = found[0][0] if found else static
         return AutoChoice(only, kind, "one candidate for this accelerator" if found else "no candidate files")

@@ -242,9 +242,13 @@ def run_models(settings: Settings) -> int:
     from .autoselect import AutoChoice, Row, cameras_fps, candidates, format_table, measure_model, pick
 
     registry = _registry(settings)
-    kind = registry.candidate_kinds()[0]
+    kind, found = "cpu", []
+    for kind in registry.candidate_kinds():
+        found = candidates(registry, kind)
+        if found:
+            break
     rows = []
-    for model_id, _sha in candidates(registry, kind):
+    for model_id, _sha in found:
         entry = registry.manifest.models[model_id]
         assert entry.accuracy is not None
         fps, latency = measure_model(registry, model_id)

@@ -91,7 +91,7 @@ async def test_cli_import_then_route(tmp_path: Path, coco_labels: Path, monkeypa
     assert (tmp_path / "state" / "custom-models" / "porch.yaml").is_file()
 
     core = Core(Settings(model_dir=MODELS, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                         legacy_port=0, cpu={"workers": 1}, detection={"model": "ssd_mobilenet_v1"}))
+                         legacy_port=0, cpu={"workers": 1}))
     await core.start()
     try:
         client: TestClient = await aiohttp_client(create_app(core, CODEPROJECT))  # type: ignore[operator]

@@ -14,7 +14,7 @@ from perch.daemon.core import Core
 from perch.daemon.logs import LOG_RING
 from perch.daemon.version import version_info
 
-from conftest import DEFAULT_DETECTOR, form, image_bytes, post_json
+from conftest import form, image_bytes, post_json
 
 DETECTION = "/v1/settings/ObjectDetectionPerch"
 
@@ -31,7 +31,7 @@ async def set_(client: TestClient, path: str, name: str, value: str) -> dict[str
 
 async def test_get_settings(cp: TestClient) -> None:
     body = await (await cp.get(DETECTION)).json()
-    assert body["success"] and body["settings"] == {"min_confidence": 0.4, "model": DEFAULT_DETECTOR}
+    assert body["success"] and body["settings"] == {"min_confidence": 0.4, "model": "auto"}
     assert body["environmentVariables"]["PERCHD__DETECTION__MIN_CONFIDENCE"] == "0.4"
     body = await (await cp.get("/v1/settings/FaceProcessing")).json()
     assert body["settings"] == {"min_confidence": 0.67}
@@ -46,7 +46,7 @@ async def test_min_confidence_applies_at_once_and_persists(cp: TestClient, core:
     assert (await set_(cp, "/v1/settings/faceprocessing", "min_confidence", "0.8"))["success"]
     # A fresh daemon on the same state directory starts with the saved values.
     fresh = Core(Settings(model_dir=settings.model_dir, state_dir=settings.state_dir,
-                          cache_dir=settings.cache_dir, legacy_port=0, detection={"model": DEFAULT_DETECTOR}))
+                          cache_dir=settings.cache_dir, legacy_port=0))
     await fresh.start()
     try:
         assert fresh.settings.detection.min_confidence == 0.7
@@ -94,7 +94,7 @@ async def test_bad_settings_change_nothing(cp: TestClient, ds: TestClient, core:
                                            value: str, needle: str) -> None:
     body = await set_(cp, path, name, value)
     assert body["success"] is False and body["code"] == 400 and needle in body["error"], body
-    assert core.settings.detection.model == DEFAULT_DETECTOR and core.settings.detection.min_confidence == 0.4
+    assert core.settings.detection.model == "auto" and core.settings.detection.min_confidence == 0.4
     assert core.store.settings() == {}
     resp = await ds.post(path, data={"name": name, "value": value})
     assert resp.status == 400
