@@ -228,10 +228,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         core = Core(settings)
         try:
             if not args.model:
-                from .autoselect import cameras_fps
+                from . import autoselect
 
                 # `auto` decides as the daemon does (from the cached measurements after the daemon's first start).
-                await core.registry.choose_default(cameras_fps(settings))
+                await autoselect.choose_default(core.registry, autoselect.cameras_fps(settings))
             model = await core.registry.get(args.model or core.registry.default_model_id())
             data = Path(args.image).read_bytes()
             result = await model.detect_bytes(data, args.min_confidence, settings.limits.max_pixels)

@@ -237,6 +237,13 @@ def _choose(registry: ModelRegistry, cameras: float | None, measure: Measure | N
     return AutoChoice(best.model_id, kind, rule, rows, spent)
 
 
+async def choose_default(registry: ModelRegistry, cameras_fps: float | None, measure: Measure | None = None) -> None:
+    """Let `auto` pick the default detector by measurement; a forced model id skips it. The choice is kept on the
+    registry, which reads it back when it opens the default detector."""
+    if registry.settings.detection.model == "auto":
+        registry.auto = await choose(registry, cameras_fps, measure)
+
+
 async def choose(registry: ModelRegistry, cameras: float | None, measure: Measure | None = None) -> AutoChoice:
     choice = await asyncio.to_thread(_choose, registry, cameras, measure)
     log.info("auto: detection model %s on %s (%s%s)", choice.model_id, choice.accelerator, choice.rule,

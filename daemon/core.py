@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..accelerators.probe import HardwareReport, probe
+from . import autoselect
 from .config import Settings
 from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
@@ -109,11 +110,9 @@ class Core:
             if acc.kind != "cpu" and not acc.usable:
                 log.info("accelerator %s not used: %s", acc.kind, acc.reason)
         if self.settings.detection.model == "auto":
-            from .autoselect import cameras_fps
-
             if status:
                 status("choosing the detection model")
-            await self.registry.choose_default(cameras_fps(self.settings))
+            await autoselect.choose_default(self.registry, autoselect.cameras_fps(self.settings))
         model_id = self.registry.default_model_id()
         if status:
             status(f"loading model {model_id}")

@@ -280,15 +280,6 @@ class ModelRegistry:
         """Budget, RSS and each loaded model's measured memory (system-status, metrics and the dashboard read it)."""
         return self.memory.status(self.residents())
 
-    async def choose_default(self, cameras_fps: float | None,
-                             measure: Callable[[str], tuple[float, float]] | None = None) -> None:
-        """Let `auto` pick the default detector by measurement (autoselect.py); a forced model id skips it."""
-        if self.settings.detection.model != "auto":
-            return
-        from .autoselect import choose
-
-        self.auto = await choose(self, cameras_fps, measure)
-
 
 def _close(resident: Resident) -> None:
     resident.close()

@@ -71,7 +71,7 @@ async def test_measured_once_then_cached_and_shown_in_status_and_log(
 
     cams = [{"name": f"cam{i}", "url": "rtsp://127.0.0.1:9/none", "detect": {"fps": 2}} for i in range(4)]
     core = Core(_settings(tmp_path, cameras=cams))
-    await core.registry.choose_default(autoselect.cameras_fps(core.settings), measure)
+    await autoselect.choose_default(core.registry, autoselect.cameras_fps(core.settings), measure)
     assert sorted(calls) == sorted(FAST_SMALL) and core.registry.auto.model_id == "yolox_nano"
     assert (tmp_path / "cache" / autoselect.CACHE_FILE).is_file()
     assert "auto: detection model yolox_nano on cpu" in caplog.text and "yolov8n" in caplog.text
@@ -79,7 +79,7 @@ async def test_measured_once_then_cached_and_shown_in_status_and_log(
     # The next start reads the cache: nothing is measured, the same choice, and status shows the table.
     calls.clear()
     core = Core(_settings(tmp_path, cameras=cams))
-    await core.registry.choose_default(autoselect.cameras_fps(core.settings), measure)
+    await autoselect.choose_default(core.registry, autoselect.cameras_fps(core.settings), measure)
     assert calls == [] and core.registry.auto.model_id == "yolox_nano" and core.registry.auto.seconds == 0
     client: TestClient = await aiohttp_client(create_app(core, CODEPROJECT))
     status = await (await client.get("/v1/status/system-status")).json()
@@ -98,13 +98,13 @@ async def test_a_changed_model_file_or_board_is_measured_again(tmp_path: Path) -
                            {k.replace("cpu|", "cpu|other-board|"): {"fps": 1.0, "latency_ms": 1.0}
                             for k in (autoselect.cache_key(core.registry, "cpu", m, s) for m, s in found)})
     calls: list[str] = []
-    await core.registry.choose_default(None, lambda m: calls.append(m) or FAST_SMALL[m])
+    await autoselect.choose_default(core.registry, None, lambda m: calls.append(m) or FAST_SMALL[m])
     assert len(calls) == 3 and core.registry.auto.model_id == "yolov8n"
 
 
 async def test_a_forced_model_id_wins_and_nothing_is_measured(tmp_path: Path) -> None:
     core = Core(_settings(tmp_path, detection={"model": "ssd_mobilenet_v1"}))
-    await core.registry.choose_default(None, lambda m: pytest.fail("measured although a model is forced"))
+    await autoselect.choose_default(core.registry, None, lambda m: pytest.fail("measured although a model is forced"))
     assert core.registry.auto is None and core.registry.default_model_id() == "ssd_mobilenet_v1"
 
 
@@ -116,7 +116,7 @@ async def test_a_model_that_cannot_be_measured_is_no_candidate(tmp_path: Path,
         return FAST_SMALL[model_id]
 
     core = Core(_settings(tmp_path))
-    await core.registry.choose_default(None, measure)
+    await autoselect.choose_default(core.registry, None, measure)
     assert core.registry.auto.model_id == "yolox_nano"
     assert "yolov8n cannot be measured" in caplog.text
 
