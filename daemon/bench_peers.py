@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .bench_load import Post, free_port, wait_http
+from .bench_load import Post, free_port, stop_process, wait_http
 
 DOODS_ENV = "PERCHD_BENCH_DOODS"
 
@@ -67,12 +67,7 @@ class Doods:
         return Post.build(self.port, "/detect", "application/json", body, b'"detections"')
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.tmp.cleanup()
 
 
