@@ -8,6 +8,7 @@ The tests share one daemon and one browser and run in file order (each builds on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -123,7 +124,14 @@ class Page:
         # A window as tall as the page, so that a long panel is captured whole (the layout follows the width).
         self.driver.set_window_size(width, int(self.js("return document.documentElement.scrollHeight")) + 100)
         for panel in PANELS:
-            self.driver.find_element("id", panel).screenshot(str(self.shots / f"{width_name}-{panel}.png"))
+            # Through DevTools with the panel's page coordinates: WebElement.screenshot cropped from a scrolled
+            # viewport and came out shifted by a few hundred pixels on a tall page.
+            rect = self.js("const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+                           " return {x: r.left + window.scrollX, y: r.top + window.scrollY,"
+                           " width: r.width, height: r.height};", panel)
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True, "clip": {**rect, "scale": 1}})
+            (self.shots / f"{width_name}-{panel}.png").write_bytes(base64.b64decode(shot["data"]))
         self.js("window.scrollTo(0, 0)")
         self.driver.save_screenshot(str(self.shots / f"{width_name}-page.png"))
 
@@ -155,9 +163,13 @@ def test_hardware_and_model_panels_show_system_status(box: Box, page: Page) -> N
         for model in loaded:
             if model["accelerator"] == acc["kind"]:
                 assert model["id"] in cells[4]
+    held = {m["id"]: m["memoryMB"] for m in status["memory"]["models"]}
     for model in loaded:
         row = wait_for(f"model {model['id']}", lambda m=model: page.text(f"#models tr[data-model={m['id']}]"))
         assert model["inferenceDevice"] in row
+        if held.get(model["id"]) is not None:
+            assert page.text(f"#models tr[data-model={model['id']}] [data-field=memory]").endswith(" MiB")
+    assert f"of the {status['memory']['budgetMB']} MiB budget" in page.text("#models [data-field=memory-budget]")
 
 
 def test_camera_tile_shows_live_frames(page: Page) -> None:

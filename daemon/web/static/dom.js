@@ -58,6 +58,10 @@ export function fmtMs(value) {
   return value === null || value === undefined ? "–" : `${Number(value).toFixed(value < 10 ? 1 : 0)} ms`;
 }
 
+export function fmtMiB(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(Number(value))} MiB`;
+}
+
 export function fmtTime(epochSeconds) {
   if (!epochSeconds) return "–";
   return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });

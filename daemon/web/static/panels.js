@@ -1,7 +1,7 @@
 // Hardware and models panels, and the live settings of the detection module (default model, min_confidence).
 
 import { api, postForm } from "./api.js";
-import { Panel, fmtMs, h, yesNo } from "./dom.js";
+import { Panel, fmtMiB, fmtMs, h, yesNo } from "./dom.js";
 
 const MODULE = "ObjectDetectionPerch";
 
@@ -54,10 +54,13 @@ export class ModelsPanel {
 
   render(status, history) {
     const latency = (history && history.models) || {};
+    const memory = status.memory || {};
+    // What each loaded model cost when it loaded (measured RSS growth), for a board whose RAM is the limit.
+    const held = Object.fromEntries((memory.models || []).map((m) => [m.id, m.memoryMB]));
     const rows = (status.models || []).map((m) => {
       if (m.available === false) {
         return h("tr", { "data-model": m.id, class: "unavailable" },
-          h("th", { scope: "row" }, m.id), h("td", { colspan: 5, class: "reason" }, `unavailable: ${m.reason}`));
+          h("th", { scope: "row" }, m.id), h("td", { colspan: 6, class: "reason" }, `unavailable: ${m.reason}`));
       }
       const lat = latency[m.id] || {};
       const device = m.accelerator && m.inferenceDevice && m.accelerator.toUpperCase() !== m.inferenceDevice
@@ -68,13 +71,18 @@ export class ModelsPanel {
         h("td", { "data-name": "p50" }, fmtMs(lat.p50Ms)),
         h("td", { "data-name": "p95" }, fmtMs(lat.p95Ms)),
         h("td", { "data-field": "served", "data-name": "served" }, String(m.processed ?? 0)),
-        h("td", { "data-name": "queue" }, String(m.queueDepth ?? 0)));
+        h("td", { "data-name": "queue" }, String(m.queueDepth ?? 0)),
+        h("td", { "data-field": "memory", "data-name": "memory" }, fmtMiB(held[m.id])));
     });
     const table = h("table", { class: "models cards" },
       h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Device"), h("th", {}, "p50"), h("th", {}, "p95"),
-        h("th", {}, "Served"), h("th", {}, "Queue"))),
-      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6 }, "No model loaded yet."))));
-    this.panel.show(h("div", { class: "scroll" }, table));
+        h("th", {}, "Served"), h("th", {}, "Queue"), h("th", {}, "Memory"))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7 }, "No model loaded yet."))));
+    const budget = memory.budgetMB === undefined ? [] : [h("p", { class: "muted small", "data-field": "memory-budget" },
+      `Memory: ${fmtMiB(memory.rssMB)} of the ${fmtMiB(memory.budgetMB)} budget · models and tasks loaded: `
+      + `${(memory.models || []).length} · unloaded to make room: ${memory.evictions ?? 0} · `
+      + `refused for lack of room: ${memory.refusals ?? 0}`)];
+    this.panel.show(h("div", { class: "scroll" }, table), ...budget);
   }
 
   // The selector's choices and current values, from the settings and custom-list routes.
