@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SD image job: builds the generic arm64 image with image-build/build.sh (Debian bookworm, kernel, GRUB/U-Boot A/B
-# boot chain, perchd from an aarch64 wheelhouse, a real detection under qemu-user, genimage, release files), then
-# boots it in qemu-system-aarch64 and runs the boot tests against it
+# boot chain, perchd from an aarch64 wheelhouse, a real detection under qemu-user, genimage, release files and a
+# signed RAUC bundle), then boots it in qemu-system-aarch64 and runs the boot and update tests against it
 # (image-build/tests, see image-build/README.md). Prints each phase's minutes.
 # .ci/run calls it only when image-build/, systemd/ or setup.cfg changed, or with PERCHD_IMAGE_CI=1.
 # Locally: sudo PERCHD_IMAGE_CI=1 PERCHD_SHARED=../shared .ci/image.sh
@@ -22,7 +22,7 @@ command -v sudo >/dev/null 2>&1 || sudo() { "$@"; }
 
 # Installed here rather than in .ci/apt.d/: qemu and friends are ~300 MB that only this job needs.
 packages=(mmdebstrap qemu-user-static binfmt-support arch-test genimage dosfstools mtools e2fsprogs zstd
-  systemd python3-venv xz-utils bmap-tools
+  systemd python3-venv rauc squashfs-tools openssl xz-utils bmap-tools
   qemu-system-arm qemu-efi-aarch64 openssh-client mosquitto)
 missing=()
 for pkg in "${packages[@]}"; do
@@ -47,7 +47,7 @@ fi
 if [ "${PERCHD_IMAGE_SKIP_BUILD:-0}" != 1 ]; then
   sudo image-build/build.sh --models "$shared/models" --photo "$shared/images/dog_bicycle_car.jpg" --out "$out" \
     ${PERCHD_IMAGE_CACHE:+--cache "$PERCHD_IMAGE_CACHE"}
-  phase "build (image, release files)"
+  phase "build (image, bundle, release files)"
 fi
 
 # The release contract: what a user downloads and what CI hands to the boot test.
@@ -55,6 +55,7 @@ for file in perch-arm64.img perch-arm64.img.xz perch-arm64.img.sha256 perch-arm6
   perch-arm64-rootfs.ext4; do
   test -s "$out/$file" || { echo "image.sh: $file missing" >&2; exit 1; }
 done
+ls "$out"/perch-*-arm64.raucb >/dev/null
 (cd "$out" && sha256sum -c --quiet perch-arm64.img.sha256)
 xz_mb=$(( $(stat -c %s "$out/perch-arm64.img.xz") / 1048576 ))
 echo "image.sh: perch-arm64.img $(( $(stat -c %s "$out/perch-arm64.img") / 1048576 )) MiB raw, ${xz_mb} MiB xz"
@@ -62,5 +63,5 @@ echo "image.sh: perch-arm64.img $(( $(stat -c %s "$out/perch-arm64.img") / 10485
 
 sudo .venv/bin/python -m pytest image-build/tests --image-dir "$out" --shared "$shared" -p no:cacheprovider \
   -v -s --durations=0
-phase "boot tests (qemu-system-aarch64)"
+phase "boot and update tests (qemu-system-aarch64)"
 echo "image.sh: SD image job took $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"

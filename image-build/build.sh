@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Generic arm64 Perch image: Debian bookworm + systemd + perchd, bootable on Raspberry Pi 3/4/400/CM4/Zero 2 W
-# (firmware -> U-Boot -> GRUB) and on UEFI arm64 machines (-> GRUB), with two root slots for updates.
+# (firmware -> U-Boot -> GRUB) and on UEFI arm64 machines (-> GRUB), with two root slots for RAUC updates.
 # Built on an x86 (or any) Linux host without loop devices, then checked: unit verification inside the rootfs
 # and a real detection under qemu-user.
 #
 #   sudo image-build/build.sh --models DIR --out DIR [options]
 #
-# Writes to OUT: perch-arm64.img (+ .img.xz, .img.sha256, .img.bmap, perch-imager.json),
-# perch-arm64-rootfs.tar.zst and the slot image perch-arm64-rootfs.ext4.
+# Writes to OUT: perch-arm64.img (+ .img.xz, .img.sha256, .img.bmap, perch-imager.json), the signed update
+# bundle perch-<version>-arm64.raucb, perch-arm64-rootfs.tar.zst and the slot image perch-arm64-rootfs.ext4.
 # Exits non-zero when any step fails.
 #
 #   --models DIR       model tree in the layout of ../shared/models (files from models.list are baked in)
 #   --out DIR          output directory (created)
-#   --version V        image version (default: setup.cfg's version + "+" + UTC build time)
+#   --version V        image and bundle version (default: setup.cfg's version + "+" + UTC build time)
+#   --keys DIR         RAUC signing material: ca.cert.pem (goes into the image), signing.cert.pem and
+#                      signing.key.pem (sign the bundle). Default: a throwaway CA made now and left in
+#                      OUT/throwaway-keys/ (good for CI and tests, never for devices in the field)
 #   --wheelhouse DIR   reuse wheels from wheelhouse.sh instead of building them (offline rebuilds)
 #   --cache DIR        keep the Debian base (packages, kernel, initramfs) as a tarball there and reuse it while
 #                      its package list and hooks are unchanged (local rebuilds; CI starts clean)
@@ -26,7 +29,7 @@
 #   --keep-work        keep the build directory
 #
 # Needs root and: mmdebstrap, qemu-user-static, binfmt-support, genimage, dosfstools, mtools, e2fsprogs, zstd,
-# systemd (systemd-analyze), python3-venv, xz-utils, bmap-tools.
+# systemd (systemd-analyze), python3-venv, rauc, squashfs-tools, openssl, xz-utils, bmap-tools.
 # .ci/image.sh installs them on Debian bookworm.
 set -euo pipefail
 
@@ -38,6 +41,7 @@ mirror=http://deb.debian.org/debian
 models=
 out=
 version=
+keys=
 wheelhouse=
 cache=
 photo=$repo/../shared/images/dog_bicycle_car.jpg
@@ -54,6 +58,7 @@ while [ $# -gt 0 ]; do
     --models) models=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --version) version=$2; shift 2 ;;
+    --keys) keys=$2; shift 2 ;;
     --wheelhouse) wheelhouse=$2; shift 2 ;;
     --cache) cache=$2; shift 2 ;;
     --photo) photo=$2; shift 2 ;;
@@ -71,14 +76,15 @@ done
 [ -n "$models" ] && [ -d "$models" ] || die "--models DIR is required and must exist"
 [ -n "$out" ] || die "--out DIR is required"
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and mounts need it)"
-for tool in mmdebstrap genimage mkdosfs mcopy mke2fs zstd chroot systemd-analyze python3 dpkg-deb bmaptool xz; do
+for tool in mmdebstrap genimage mkdosfs mcopy mke2fs zstd chroot systemd-analyze python3 rauc mksquashfs openssl \
+  dpkg-deb; do
   command -v "$tool" >/dev/null || die "$tool is missing (see --help for the packages)"
 done
 [ "$smoke" = 0 ] || [ -f "$photo" ] || die "smoke photo $photo not found (--photo FILE or --no-smoke)"
 if [ -z "$version" ]; then
   version="$(sed -n 's/^version *= *//p' "$repo/setup.cfg")+$(date -u +%Y%m%d%H%M)"
 fi
-# It ends up in file names and package versions: keep it to characters they take.
+# It ends up in a file name and in RAUC's manifest: keep it to characters both take.
 [[ $version =~ ^[0-9A-Za-z.+~-]+$ ]] || die "--version $version: use letters, digits and . + ~ -"
 models=$(cd "$models" && pwd)
 mkdir -p "$out"
@@ -143,16 +149,16 @@ if [ -z "$wheelhouse" ]; then
   wheel_job=$!
 fi
 
-# --- 3. Debian rootfs: base system, kernel, boot loaders --------------------------------------------------------
+# --- 3. Debian rootfs: base system, kernel, boot loaders, RAUC --------------------------------------------------
 packages=(
   systemd systemd-sysv udev dbus systemd-resolved systemd-timesyncd
   python3 python3-venv ca-certificates netbase tzdata
   wpasupplicant iproute2 iputils-ping openssh-server
   cloud-guest-utils fdisk e2fsprogs dosfstools kmod less
   # Raspberry Pi firmware (non-free-firmware) and Wi-Fi, the generic arm64 kernel, U-Boot for the Pi, GRUB's
-  # arm64 EFI modules (grub-efi-arm64-bin alone: the full package would run grub-install).
+  # arm64 EFI modules (grub-efi-arm64-bin alone: the full package would run grub-install), RAUC.
   linux-image-arm64 initramfs-tools zstd raspi-firmware firmware-brcm80211 wireless-regdb u-boot-rpi
-  grub-efi-arm64-bin
+  grub-efi-arm64-bin rauc rauc-service
 )
 # Before any package: kernels get /boot/vmlinuz and /boot/initrd.img links (what GRUB loads from each slot), and
 # the initramfs checks the root file system (ext4: its fsck hook cannot see the type from inside a chroot).
@@ -244,11 +250,24 @@ for file in config.txt u-boot.bin EFI/BOOT/BOOTAA64.EFI EFI/perch/grub.cfg EFI/p
 done
 grep -qx 'kernel=u-boot.bin' "$root/boot/firmware/config.txt" || die "config.txt does not start U-Boot"
 
+if [ -n "$keys" ]; then
+  keys=$(cd "$keys" && pwd)
+else
+  keys=$out/throwaway-keys
+  "$here/rauc/make-keys.sh" "$keys" "Perch throwaway $version"
+fi
+for file in ca.cert.pem signing.cert.pem signing.key.pem; do
+  [ -s "$keys/$file" ] || die "--keys $keys lacks $file"
+done
+# Only the CA certificate goes into the image: it checks bundles, it cannot sign them.
+install -m 0644 "$keys/ca.cert.pem" "$root/etc/rauc/ca.cert.pem"
+
 step "install.sh"
 "$here/install.sh" --root "$root" --wheelhouse "$wheelhouse" --models "$models" \
   --models-dest /usr/share/perch/models
 systemctl --root="$root" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  perch-firstboot.service perch-growdata.service perch-sshkeys.service perch-data.service
+  perch-firstboot.service perch-growdata.service perch-sshkeys.service perch-data.service \
+  perch-slot-check.service
 # The D-Bus-driven wpa_supplicant is for NetworkManager; here wpa_supplicant@wlan0 owns the radio, started when
 # wlan0 appears and a Wi-Fi configuration exists (perch-settings.txt puts it on the data partition).
 systemctl --root="$root" disable wpa_supplicant.service
@@ -270,7 +289,8 @@ rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/var/log/*
 
 # --- 5. checks inside the rootfs ---------------------------------------------------------------------------------
 step "systemd-analyze verify in the rootfs"
-units=(perchd.service perch-firstboot.service perch-growdata.service perch-sshkeys.service perch-data.service)
+units=(perchd.service perch-firstboot.service perch-growdata.service perch-sshkeys.service perch-data.service
+  perch-slot-check.service)
 # verify exits 0 on unknown keys and only prints them: any output fails the build.
 report=$(systemd-analyze --root="$root" verify "${units[@]}" 2>&1) || die "verify failed: $report"
 [ -z "$report" ] || die "systemd-analyze verify is not clean:"$'\n'"$report"
@@ -318,8 +338,8 @@ boot=$work/boot
 mkdir -p "$boot"
 find "$root/boot/firmware" -mindepth 1 -maxdepth 1 -exec mv -t "$boot" {} +
 root_mb=$(( $(du -smx "$root" | cut -f1) ))
-# The slot image is only as large as its content plus room for ext4's metadata (what an update will write); each
-# slot partition is larger, and x-systemd.growfs fills it on boot.
+# The slot image is only as large as its content plus room for ext4's metadata: that is what a bundle carries
+# and writes. Each slot partition is larger; x-systemd.growfs fills it on boot.
 export PERCH_ROOT_SIZE=$(( (root_mb * 9 / 8 + 160 + 3) / 4 * 4 ))M
 export PERCH_SLOT_SIZE=2560M
 export PERCH_ROOT_DIR=$root PERCH_BOOT_DIR=$boot
@@ -329,6 +349,10 @@ genimage --config "$here/genimage.cfg" --rootpath "$root" --tmppath "$work/genim
   --inputpath "$work/input" --outputpath "$work/images"
 mv "$work/images/perch-arm64.img" "$out/perch-arm64.img"
 mv "$work/images/rootfs.ext4" "$out/perch-arm64-rootfs.ext4"
+
+step "update bundle"
+"$here/rauc/bundle.sh" --rootfs "$out/perch-arm64-rootfs.ext4" --version "$version" --keys "$keys" \
+  --out "$out/perch-$version-arm64.raucb"
 
 step "release files"
 release_args=(--image "$out/perch-arm64.img" --version "$version")
