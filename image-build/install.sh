@@ -105,6 +105,9 @@ else
   in_root "$venv/bin/python" -m compileall -q "$site" >/dev/null
 fi
 in_root "$venv/bin/perchd" --help >/dev/null || die "perchd does not start in the target"
+# `perchd update`, `perchd models pull` and friends are typed by people: on the PATH, not only in the venv.
+install -d "$root/usr/local/bin"
+ln -sfn "$venv/bin/perchd" "$root/usr/local/bin/perchd"
 
 # --- models --------------------------------------------------------------------------------------------------
 if [ -n "$models" ]; then

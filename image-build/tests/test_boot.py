@@ -47,18 +47,20 @@ def test_detection_on_a_real_photo(vm: Vm, shared: Path) -> None:
 
 
 def test_broker_sees_the_box(vm: Vm, broker: Broker) -> None:
+    # Topics carry the box's name, its host name from perch-settings.txt: perch/<box>/available.
+    available = f"perch/{HOSTNAME}/available"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if broker.topics("perch/available").get("perch/available") == b"online" and broker.topics("homeassistant/"):
+        if broker.topics(available).get(available) == b"online" and broker.topics("homeassistant/"):
             break
         time.sleep(1)
-    assert broker.topics("perch/available").get("perch/available") == b"online"
+    assert broker.topics(available).get(available) == b"online", broker.topics("perch/")
     configs = {t: p for t, p in broker.topics("homeassistant/").items() if t.endswith("/config") and p}
     assert configs, "no Home Assistant discovery config arrived"
     for topic, payload in configs.items():
         entity = json.loads(payload)
         assert entity.get("unique_id") and entity.get("device", {}).get("identifiers"), topic
-    log(f"broker: perch/available=online, {len(configs)} discovery configs")
+    log(f"broker: {available}=online, {len(configs)} discovery configs")
 
 
 def test_inside_over_ssh(vm: Vm) -> None:

@@ -2,8 +2,10 @@
 
 (d) a bundle signed by a stranger's CA is refused before anything is written; (a) a newer good bundle, reboot,
 the new version serves with faces, settings and SSH keys kept; (b) a bundle whose perchd cannot start: the box
-falls back to the previous slot by itself; (c) a power cut while RAUC writes: the old slot boots, intact.
-Bundles are made here from the build's slot image and throwaway keys (bundle.sh, as build.sh makes the release).
+falls back to the previous slot by itself and reports the failed update; (c) a power cut while RAUC writes: the
+old slot boots, intact. Updates go in as a user would install them: `perchd update install URL` over SSH, the
+bundle served by the host. Bundles are made here from the build's slot image and throwaway keys (bundle.sh, as
+build.sh makes the release).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from pathlib import Path
 import pytest
 from vm import Vm, log
 
-from conftest import REPO, Files
+from conftest import REPO, Broker, Files
 
 BUNDLE_SH = REPO / "image-build/rauc/bundle.sh"
 MAKE_KEYS = REPO / "image-build/rauc/make-keys.sh"
 SITE = "/opt/perchd/venv/lib/python3.11/site-packages"
-GUEST_BUNDLE = "/data/update.raucb"
+BOX = "perch-ci"  # the host name test_boot.py gave the box: its MQTT topics are perch/<box>/...
 
 
 def image_version(image_dir: Path) -> str:
@@ -76,20 +78,20 @@ def bundles(image_dir: Path, work: Path, files: Files, timings: dict[str, float]
     return made
 
 
-def download(vm: Vm, files: Files, bundle: Path) -> None:
+def install(vm: Vm, files: Files, bundle: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`perchd update install URL`: the daemon's CLI downloads to the data partition, then RAUC writes the slot."""
     started = time.monotonic()
-    vm.ssh(f"python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "
-           f"{files.url(bundle.name)} {GUEST_BUNDLE}", timeout=900)
-    seconds = time.monotonic() - started
-    log(f"bundle {bundle.name}: {bundle.stat().st_size / 2**20:.0f} MiB into the guest in {seconds:.0f} s")
-
-
-def install(vm: Vm, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = vm.ssh(f"rauc install {GUEST_BUNDLE}; rc=$?; rm -f {GUEST_BUNDLE}; exit $rc", check=False,
-                    timeout=1800)
+    result = vm.ssh(f"perchd update install {files.url(bundle.name)}", check=False, timeout=1800)
+    log(f"perchd update install {bundle.name} ({bundle.stat().st_size / 2**20:.0f} MiB): exit {result.returncode}"
+        f" after {time.monotonic() - started:.0f} s: {result.stdout.strip() or result.stderr.strip().splitlines()[-1]}")
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def last_update(vm: Vm) -> dict:
+    """What the daemon reports at /v1/status/update about the last update."""
+    return vm.get("/v1/status/update")["update"]["last_update"] or {}
 
 
 def release(vm: Vm) -> str:
@@ -124,29 +126,27 @@ def test_d_stranger_bundle_is_refused_before_writing(vm: Vm, files: Files, bundl
     assert vm.rauc_status()["booted"] == "A"
     slot_b = "head -c 64M /dev/disk/by-partuuid/50455243-03 | sha256sum"
     fingerprint = vm.ssh(f"{slot_b}; grub-editenv /boot/firmware/EFI/perch/grubenv list").stdout
-    download(vm, files, bundles["stranger"])
-    result = install(vm, check=False)
+    result = install(vm, files, bundles["stranger"], check=False)
     assert result.returncode != 0
-    log(f"stranger's bundle: {(result.stdout + result.stderr).strip().splitlines()[-1]}")
-    assert "signature" in (result.stdout + result.stderr).lower()
+    assert "signature" in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
     assert vm.ssh(f"{slot_b}; grub-editenv /boot/firmware/EFI/perch/grubenv list").stdout == fingerprint
 
 
 def test_a_good_update(vm: Vm, files: Files, bundles: dict[str, Path], before: dict[str, object],
                        timings: dict[str, float]) -> None:
     new = bundles["good"].name.removeprefix("perch-").removesuffix("-arm64.raucb")
-    download(vm, files, bundles["good"])
     started = time.monotonic()
-    install(vm)
-    timings["(a) rauc install of a good bundle"] = time.monotonic() - started
+    install(vm, files, bundles["good"])
+    timings["(a) perchd update install URL (download + RAUC writing slot B)"] = time.monotonic() - started
     env = vm.grubenv()
     assert env["ORDER"].split()[0] == "B" and env["B_TRIAL"] == "1", env
     timings["(a) reboot into the new slot: command to REST ready"] = vm.reboot()
     vm.wait_ssh()  # strict host key checking: the box's SSH identity came along
-    status = vm.rauc_status()
-    assert status["booted"] == "B"
+    assert vm.rauc_status()["booted"] == "B"
     assert release(vm) == new
-    log(f"(a) slot B serves version {new}; /v1/status/version: {vm.get('/v1/status/version')}")
+    assert vm.get("/v1/status/version").get("image_version") == new
+    log(f"(a) slot B serves image version {new}; last update: {last_update(vm).get('summary')}")
+    assert last_update(vm).get("state") == "updated"
     no_failed_units(vm)
     env = vm.grubenv()
     assert (env["B_OK"], env["B_TRY"], env["B_TRIAL"]) == ("1", "0", "0"), env
@@ -156,11 +156,10 @@ def test_a_good_update(vm: Vm, files: Files, bundles: dict[str, Path], before: d
     assert vm.ssh("cat /etc/machine-id").stdout.strip() == before["machine-id"]
 
 
-def test_b_broken_update_falls_back(vm: Vm, files: Files, bundles: dict[str, Path], before: dict[str, object],
-                                    timings: dict[str, float]) -> None:
+def test_b_broken_update_falls_back(vm: Vm, files: Files, broker: Broker, bundles: dict[str, Path],
+                                    before: dict[str, object], timings: dict[str, float]) -> None:
     good = release(vm)
-    download(vm, files, bundles["bad"])
-    install(vm)
+    install(vm, files, bundles["bad"])
     assert vm.grubenv()["ORDER"].split()[0] == "A"
     console_start = len(vm.console())
     # Two boots of slot A where perchd never gets ready, each ended by perch-slot-check; then GRUB starts B.
@@ -179,27 +178,38 @@ def test_b_broken_update_falls_back(vm: Vm, files: Files, bundles: dict[str, Pat
     assert sorted(faces(vm)) == before["faces"]
     report = vm.ssh("journalctl -b -o cat -u perch-slot-check").stdout
     assert "slot A failed its trial" in report, report
+    # The failed update is reported: status route, `perchd update status`, MQTT and Home Assistant's entity.
+    last = last_update(vm)
+    log(f"(b) /v1/status/update: {last.get('summary')}")
+    assert last.get("state") == "rolled-back", last
+    assert "rolled back" in vm.ssh("perchd update status").stdout
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and b"rolled" not in broker.topics(f"perch/{BOX}/update/").get(
+            f"perch/{BOX}/update/state", b""):
+        time.sleep(1)
+    assert b"rolled" in broker.topics(f"perch/{BOX}/update/").get(f"perch/{BOX}/update/state", b"")
+    assert any(t.startswith("homeassistant/update/") and t.endswith("/config") for t in broker.topics("homeassistant/"))
 
 
 def test_c_power_cut_while_writing(vm: Vm, files: Files, bundles: dict[str, Path], before: dict[str, object],
                                    timings: dict[str, float]) -> None:
     good = release(vm)
-    download(vm, files, bundles["good"])
-    rauc = subprocess.Popen(["ssh", *vm.ssh_args(), "root@127.0.0.1", f"rauc install {GUEST_BUNDLE}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    update = subprocess.Popen(["ssh", *vm.ssh_args(), "root@127.0.0.1",
+                               f"perchd update install {files.url(bundles['good'].name)}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     copying = threading.Event()
 
     def watch() -> None:
-        assert rauc.stdout is not None
-        for line in rauc.stdout:
+        assert update.stdout is not None
+        for line in update.stdout:
             if "Copying image" in line:
                 copying.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    assert copying.wait(timeout=600), "RAUC never started writing"
+    assert copying.wait(timeout=900), "RAUC never started writing"
     time.sleep(5)
     vm.kill()
-    rauc.wait(timeout=60)
+    update.wait(timeout=60)
     log("(c) power cut while RAUC was writing slot A")
     vm.start()
     timings["(c) after a power cut during the install: power-on to REST ready"] = vm.wait_ready()
@@ -209,3 +219,7 @@ def test_c_power_cut_while_writing(vm: Vm, files: Files, bundles: dict[str, Path
     no_failed_units(vm)
     assert vm.grubenv()["A_OK"] == "0"
     assert sorted(faces(vm)) == before["faces"]
+    # The daemon's record of the interrupted install survived the cut and says so.
+    last = last_update(vm)
+    log(f"(c) /v1/status/update: {last.get('summary')}")
+    assert (last.get("state"), last.get("error_code")) == ("failed", "interrupted"), last
