@@ -122,6 +122,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             cache_dir=work / "cache",
             legacy_port=0,
             cpu={"workers": 2, "threads": 1},
+            detection={"model": "ssd_mobilenet_v1"},  # the model of the README's camera table
         )
         core = Core(settings)
         await core.start()

@@ -168,7 +168,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         widths = {k: max(len(str(r[k])) for r in rows) for k in ("model", "task", "accelerator", "state")}
         for r in rows:
             print("  ".join(f"{r[k]:<{w}}" for k, w in widths.items()) + f"  {r['file']}")
+        if args.action == "list":
+            _print_loaded(settings.port)
     return 1 if args.action == "verify" and any(r["state"] == "CORRUPT" for r in rows) else 0
+
+
+def _print_loaded(port: int) -> None:
+    """What a daemon running on this box holds now, from its status route (nothing if none answers)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/system-status", timeout=3) as resp:
+            memory = json.load(resp).get("memory") or {}
+    except (OSError, ValueError):
+        print(f"no daemon answers on port {port}: nothing is loaded")
+        return
+    print(f"daemon on port {port}: RSS {memory.get('rssMB', 0):.0f} MiB, budget {memory.get('budgetMB')} MiB,"
+          f" {memory.get('evictions', 0)} unloaded for room, {memory.get('refusals', 0)} refused; loaded:")
+    for m in memory.get("models", []):
+        size = "?" if m.get("memoryMB") is None else f"{m['memoryMB']:.0f} MiB"
+        print(f"  {m['id']:<28}{size:>10}")
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
@@ -208,6 +227,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         core = Core(settings)
         try:
+            if not args.model:
+                from . import autoselect
+
+                # `auto` decides as the daemon does (from the cached measurements after the daemon's first start).
+                await autoselect.choose_default(core.registry, autoselect.cameras_fps(settings))
             model = await core.registry.get(args.model or core.registry.default_model_id())
             data = Path(args.image).read_bytes()
             result = await model.detect_bytes(data, args.min_confidence, settings.limits.max_pixels)
@@ -282,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
     p.add_argument("--concurrency", default="1,2,4,8")
+    p.add_argument("--rounds", type=int, default=4, help="blocks each figure is measured in, taking turns")
+    p.add_argument("--cameras", default="2", help="camera lane: REST latency while N file:// cameras run (0: skip)")
+    p.add_argument("--doods", help="DOODS2 checkout with its venv, measured beside Perch (or $PERCHD_BENCH_DOODS)")
+    p.add_argument("--models", action="store_true", help="measure every `auto` candidate model and print the table")
+    p.add_argument("--json", help="also write the figures to this file")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("users", help="accounts for bearer-token auth (RAPYD-style): add | list | credits | remove")

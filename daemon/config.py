@@ -62,6 +62,9 @@ class CpuSettings(Section):
     workers: int | None = Field(None, ge=1, le=64)
     # Threads inside each interpreter. One per worker beats one multi-threaded interpreter for throughput.
     threads: int = Field(1, ge=1, le=64)
+    # Threads of the extra interpreter that serves a detection request arriving alone (nothing queued or running
+    # on its model): None = every core, 0 or 1 = no extra interpreter.
+    lone_threads: int | None = Field(None, ge=0, le=64)
 
 
 class QueueSettings(Section):
@@ -73,6 +76,12 @@ class LimitSettings(Section):
     # Camera stills are often larger than aiohttp's 1 MiB default.
     max_upload_mb: float = Field(20.0, gt=0, le=512)
     max_pixels: int = Field(50_000_000, ge=1)
+
+
+class MemorySettings(Section):
+    # MiB the daemon may hold; task models are unloaded (least recently used first) to stay inside it.
+    # None = 60 % of the RAM (or of the cgroup limit), at least 256 MiB (daemon/memory.py default_budget_mb).
+    budget_mb: float | None = Field(None, ge=64)
 
 
 class AuthSettings(Section):
@@ -137,6 +146,7 @@ class Settings(Section):
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)

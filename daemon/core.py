@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..accelerators.probe import HardwareReport, probe
+from . import autoselect
 from .config import Settings
 from .manifest import Manifest, load_manifest
 from .registry import ModelRegistry, ModelUnavailable
@@ -108,6 +109,10 @@ class Core:
         for acc in self.hardware.accelerators:
             if acc.kind != "cpu" and not acc.usable:
                 log.info("accelerator %s not used: %s", acc.kind, acc.reason)
+        if self.settings.detection.model == "auto":
+            if status:
+                status("choosing the detection model")
+            await autoselect.choose_default(self.registry, autoselect.cameras_fps(self.settings))
         model_id = self.registry.default_model_id()
         if status:
             status(f"loading model {model_id}")
@@ -135,5 +140,7 @@ class Core:
             # Is the default detector on the best usable accelerator, and if not, why (reasons, degraded).
             "acceleratorStatus": accelerator_state(models, self.hardware),
             "queueDepth": sum(m.get("queueDepth", 0) for m in models),
+            "memory": self.registry.memory_status(),
+            "autoDetection": self.registry.auto.to_dict() if self.registry.auto is not None else None,
             **(self.cameras.status() if self.cameras is not None else {"cameras": {}, "mqtt": None}),
         }

@@ -67,6 +67,22 @@ class Variant(FileRef):
         return self
 
 
+class MemoryFigure(_Strict):
+    """RSS growth in MiB of opening and warming Sessions of the CPU variant, measured in a fresh process by
+    benchmarks/model_memory.py: the first Session (including its runtime's start-up), and each one more."""
+
+    first_mb: float = Field(ge=0)
+    more_mb: float = Field(ge=0)
+    measured: str  # where and when, e.g. "x86_64 2-core, 2026-11-30"
+
+
+class Accuracy(_Strict):
+    """COCO val2017 mAP@[.5:.95] of a detection model, from the model card cited in `source`."""
+
+    coco_map: float = Field(ge=0, le=1)
+    source: str
+
+
 class ModelEntry(_Strict):
     task: str
     name: str
@@ -75,6 +91,8 @@ class ModelEntry(_Strict):
     input: InputSpec | None = None
     decoder: str | None = None
     variants: list[Variant]
+    memory: MemoryFigure | None = None
+    accuracy: Accuracy | None = None
 
 
 class Manifest(_Strict):

@@ -109,3 +109,42 @@ async def test_one_warm_worker_serves_sequential_requests() -> None:
         assert len(set(used[1:])) == 1, used
     finally:
         pool.close()
+
+
+async def test_a_lone_job_runs_on_the_all_core_session_and_concurrent_ones_on_their_workers() -> None:
+    """Latency-adaptive: nothing queued or running -> the lone Session; under load -> each worker's own."""
+    workers, lone = [GateSession(), GateSession()], GateSession()
+    for s in [*workers, lone]:
+        s.gate.set()
+    pool = WorkerPool("t", list(workers), max_depth=8, timeout_s=5, lone=lone)
+    try:
+        # One request at a time (a camera server waiting for each answer), in either lane: always the lone one.
+        used = [await pool.submit(lambda s: s, lane) for lane in (LANE_REQUEST, LANE_CAMERA, LANE_REQUEST)]
+        assert all(s is lone for s in used)
+        # A job that starts while another runs gets a worker's 1-thread Session, never the busy lone one.
+        lone.gate.clear()
+        first = asyncio.create_task(pool.submit(lambda s: (s, s.run([np.array([1])]))[0]))
+        await asyncio.sleep(0.05)
+        second = await pool.submit(lambda s: s)
+        assert second in workers
+        lone.gate.set()
+        assert (await first) is lone
+        # A burst: the jobs that find others queued or running use the workers' Sessions.
+        burst = await asyncio.gather(*(pool.submit(lambda s: s) for _ in range(8)))
+        assert any(s in workers for s in burst)
+        assert pool.snapshot()["processedAlone"] == pool.stats.lone >= 4
+        lone.gate.clear()
+    finally:
+        pool.close()
+    assert lone.gate.is_set(), "closing the pool closes the lone Session too"
+
+
+async def test_without_a_lone_session_nothing_changes() -> None:
+    session = GateSession()
+    session.gate.set()
+    pool = WorkerPool("t", [session], max_depth=4, timeout_s=5)
+    try:
+        assert (await pool.submit(lambda s: s)) is session
+        assert pool.snapshot()["processedAlone"] == 0
+    finally:
+        pool.close()

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
+from perch.daemon import autoselect
 from perch.daemon.api.common import CODEPROJECT
 from perch.daemon.app import create_app
 from perch.daemon.config import Settings
@@ -75,12 +76,21 @@ async def test_orangepi5_without_rknnlite_runs_yolox_on_cpu(tmp_path: Path) -> N
         await core.close()
 
 
-async def test_forced_cpu_on_a_coral_board_uses_the_cpu_default(tmp_path: Path) -> None:
+async def test_forced_cpu_on_a_coral_board_chooses_among_the_cpu_models(tmp_path: Path) -> None:
+    """`auto` with the TPU forced off picks from the CPU variants only (never the Edge TPU file), by the measurements
+    cached for this board: here seeded so that only SSD MobileNet answers one image in under 100 ms."""
     core = Core(_settings(tmp_path, accelerator="cpu", hardware_root=BOARDS / "pi5-coral-usb-x2"))
+    seeded = {"ssd_mobilenet_v1": (60.0, 20.0), "yolox_nano": (20.0, 150.0), "yolov8n": (6.0, 400.0)}
+    found = autoselect.candidates(core.registry, "cpu")
+    assert {m for m, _ in found} == set(seeded)
+    autoselect.write_cache(core.settings.cache_dir / autoselect.CACHE_FILE, {
+        autoselect.cache_key(core.registry, "cpu", m, sha): {"fps": seeded[m][0], "latency_ms": seeded[m][1]}
+        for m, sha in found})
     await core.start()
     try:
         assert list(core.registry.loaded) == ["ssd_mobilenet_v1"]
         assert core.registry.loaded["ssd_mobilenet_v1"].fallback_reasons == []
+        assert core.registry.auto.accelerator == "cpu" and core.registry.auto.seconds == 0, "read from the cache"
     finally:
         await core.close()
 

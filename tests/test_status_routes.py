@@ -75,7 +75,8 @@ async def test_corrupt_model_names_file_and_hash(aiohttp_client: ClientFactory, 
     data = bytearray(target.read_bytes())
     data[1000] ^= 0xFF
     target.write_bytes(bytes(data))
-    core = Core(Settings(model_dir=models, state_dir=tmp_path / "s", legacy_port=0))
+    core = Core(Settings(model_dir=models, state_dir=tmp_path / "s", cache_dir=tmp_path / "c", legacy_port=0,
+                         detection={"model": "ssd_mobilenet_v1"}))
     await core.start()
     try:
         client = await aiohttp_client(create_app(core, DEEPSTACK))

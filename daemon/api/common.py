@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
+from aiohttp.hdrs import CONTENT_TYPE
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from ..core import Core
+from . import multipart
 
 CODEPROJECT = "codeproject"
 DEEPSTACK = "deepstack"
@@ -92,25 +95,21 @@ async def _parse_form(request: web.Request) -> Form:
     limit = max_upload_bytes(request)
     if ctype.startswith("multipart/"):
         try:
-            reader = await request.multipart()
-            total = 0
-            async for part in reader:
-                if not isinstance(part, BodyPartReader):  # nested multipart: not something clients send
-                    continue
-                chunks = []
-                while chunk := await part.read_chunk(1 << 16):
-                    total += len(chunk)
-                    if total > limit:
-                        raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413)
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-                name = part.name or ""
-                if part.filename is not None:
-                    form.files.append((name, part.filename, data))
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413) from exc
+        if len(body) > limit:
+            raise ApiError(f"the upload exceeds {limit // (1024 * 1024)} MiB", status=413)
+        try:
+            boundary = parse_mimetype(request.headers.get(CONTENT_TYPE, "")).parameters.get("boundary")
+            parts = multipart.simple_parts(body, boundary) if boundary else None
+            if parts is None:
+                parts = [p async for p in multipart.general_parts(request.headers, body)]
+            for name, filename, data in parts:
+                if filename is not None:
+                    form.files.append((name, filename, data))
                 else:
                     form.fields[name] = data.decode("utf-8", "replace")
-        except ApiError:
-            raise
         except (ValueError, AssertionError, UnicodeError, HttpProcessingError) as exc:
             # HttpProcessingError: aiohttp's part-header parser (InvalidHeader for a part without headers, …).
             detail = exc.message if isinstance(exc, HttpProcessingError) else exc

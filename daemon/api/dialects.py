@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..core import Core
 from ..fetch import FetchError, fetch_image
+from ..memory import MemoryBudgetExceeded
 from ..registry import LoadedModel, ModelUnavailable
 from ..scheduler import QueueFull, QueueTimeout
 from ..vision.detect import NMS_IOU, DetectResult
@@ -93,7 +94,7 @@ def failure(request: web.Request, exc: Exception) -> tuple[int, str]:
     if isinstance(exc, web.HTTPException):
         return exc.status, exc.reason or "request refused"
     status, message = status_for(exc)
-    if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable)):
+    if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable, MemoryBudgetExceeded)):
         log.exception("%s %s failed", request.method, request.path)
     return status, message
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ...accelerators.base import AcceleratorError
+from ..memory import MemoryBudgetExceeded
 from ..registry import ModelUnavailable
 from ..scheduler import PoolClosed, QueueFull, QueueTimeout
 from ..vision.image import ImageError
@@ -36,7 +37,7 @@ def status_for(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, (HttpProcessingError, web.RequestPayloadError)):
         # The body cannot be read as sent: a Content-Encoding it is not in (gzip that is not gzip), a broken chunk.
         return 400, "the request body cannot be read: " + " ".join(str(exc).split())
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, (QueueFull, MemoryBudgetExceeded)):
         return 503, str(exc)
     if isinstance(exc, QueueTimeout):
         return 504, str(exc)
@@ -68,7 +69,7 @@ async def perch_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception as exc:
         status, message = status_for(exc)
-        if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable)):
+        if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable, MemoryBudgetExceeded)):
             log.exception("%s %s failed", request.method, request.path)
         return error_response(request, message, status)
     finally:

@@ -27,6 +27,7 @@ class PerchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._requests()
         yield from self._models()
+        yield from self._memory()
         yield from self._cameras()
         yield from self._host()
 
@@ -62,6 +63,22 @@ class PerchCollector(Collector):
         for model_id in list(registry.unavailable):
             loaded.add_metric((model_id, "none"), 0)
         yield from (loaded, depth, rejected, timeouts, latency)
+
+    def _memory(self) -> Iterator[Metric]:
+        memory = self.core.registry.memory_status()  # the budget's view (daemon/memory.py); RSS is process_*
+        budget = GaugeMetricFamily("perch_memory_budget_bytes", "memory.budget_mb: what the daemon may hold")
+        budget.add_metric((), memory["budgetMB"] * 2**20)
+        held = GaugeMetricFamily("perch_model_memory_bytes", "RSS growth measured when each loaded model or task "
+                                 "loaded, plus what its requests kept", labels=("model",))
+        for m in memory["models"]:
+            if m["memoryMB"] is not None:
+                held.add_metric((m["id"],), m["memoryMB"] * 2**20)
+        unloads = CounterMetricFamily("perch_memory_unloads", "Idle models unloaded to make room under the budget")
+        unloads.add_metric((), memory["evictions"])
+        refusals = CounterMetricFamily("perch_memory_refusals", "Loads refused because they could not fit the "
+                                       "budget (answered 503)")
+        refusals.add_metric((), memory["refusals"])
+        yield from (budget, held, unloads, refusals)
 
     def _cameras(self) -> Iterator[Metric]:
         runtime = self.core.cameras

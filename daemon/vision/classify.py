@@ -79,6 +79,7 @@ def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 
 async def get_scene_task(registry: ModelRegistry, max_pixels: int) -> SceneTask:
-    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels),
+                                     {MODEL: registry.task_workers()})
     task: SceneTask = loaded.engine
     return task

@@ -52,7 +52,7 @@ class SuperResTask:
             raise ImageError(f"the image is {w}×{h}; super-resolution takes at most"
                              f" {SUPERRES_MAX_PIXELS / 1e6:.1f} megapixels")
         t1 = time.perf_counter()
-        out = session.run([bgr])[0]
+        out = upscale_tiled(session, bgr, self.scale)
         t2 = time.perf_counter()
         self.loaded.record((t2 - t1) * 1000)
         ok, png = cv2.imencode(".png", out)
@@ -65,12 +65,51 @@ class SuperResTask:
         return await self.loaded.run(lambda w: self._run(w, image))
 
 
+# ESPCN's three convolutions see 4 pixels around each one, so tiles overlapping by SUPERRES_MARGIN give the
+# whole-image result (to within 1 of 255, rounding), while OpenCV's working memory (64 float channels per input
+# pixel, kept for the next call) stays that of one tile: ~45 MiB instead of ~450 MiB for a 1 MP input.
+SUPERRES_TILE = 256
+SUPERRES_MARGIN = 8
+
+
+def _windows(length: int, size: int, step: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, valid from, valid to) of windows of one size covering 0..length; each window's valid part
+    leaves out `margin` pixels on every side that is not the image's own edge."""
+    if length <= size:
+        return [(0, length, 0, length)]
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return [(a, a + size, a if a == 0 else a + margin, a + size if a + size == length else a + size - margin)
+            for a in starts]
+
+
+def upscale_tiled(session: Session, bgr: np.ndarray, scale: int, tile: int = SUPERRES_TILE,
+                  margin: int = SUPERRES_MARGIN) -> np.ndarray:
+    """Super-resolution tile by tile. Every tile has the same shape, so OpenCV keeps one set of buffers instead of
+    reallocating them for odd-sized edge tiles (the memory budget measures that set when the model loads)."""
+    h, w = bgr.shape[:2]
+    size = tile + 2 * margin
+    if h <= size and w <= size:
+        return session.run([bgr])[0]
+    out = np.empty((h * scale, w * scale, 3), np.uint8)
+    for y0, y1, vy0, vy1 in _windows(h, size, tile, margin):
+        for x0, x1, vx0, vx1 in _windows(w, size, tile, margin):
+            part = session.run([np.ascontiguousarray(bgr[y0:y1, x0:x1])])[0]
+            out[vy0 * scale:vy1 * scale, vx0 * scale:vx1 * scale] = \
+                part[(vy0 - y0) * scale:(vy1 - y0) * scale, (vx0 - x0) * scale:(vx1 - x0) * scale]
+    return out
+
+
 def _build_superres(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
     scales: list[int] = []
 
     def warm(session: Session) -> None:
-        # The first run also says the model's scale (ESPCN_x2 doubles a 16 px square to 32 px).
+        # The first run also says the model's scale (ESPCN_x2 doubles a 16 px square to 32 px). A second at the
+        # tile size sets up the working memory every request uses, so the memory budget measures it at load.
         scales.append(session.run([np.zeros((16, 16, 3), np.uint8)])[0].shape[0] // 16)
+        side = SUPERRES_TILE + 2 * SUPERRES_MARGIN
+        session.run([np.zeros((side, side, 3), np.uint8)])
 
     opened = registry.open_sessions(SUPERRES_MODEL, registry.task_workers(), warm)
     loaded = LoadedTask(SUPERRES_TASK, registry.task_pool(SUPERRES_TASK, list(opened.sessions)), opened.kind,
@@ -80,7 +119,8 @@ def _build_superres(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 
 async def get_superres_task(registry: ModelRegistry, max_pixels: int) -> SuperResTask:
-    loaded = await registry.get_task(SUPERRES_TASK, lambda: _build_superres(registry, max_pixels))
+    loaded = await registry.get_task(SUPERRES_TASK, lambda: _build_superres(registry, max_pixels),
+                                     {SUPERRES_MODEL: registry.task_workers()})
     registry.release_when_idle(SUPERRES_TASK, SUPERRES_IDLE_S)
     task: SuperResTask = loaded.engine
     return task
@@ -124,7 +164,9 @@ def _build_cartoon(registry: ModelRegistry, model_id: str, max_pixels: int) -> L
         raise ModelUnavailable(f"model {model_id} has no input spec in the manifest")
     spec = entry.input
     # The GAN is heavy (~0.5 s); one worker leaves the other core to the routes that answer in milliseconds.
-    opened = registry.open_sessions(model_id, 1)
+    # Low-memory mode: XNNPACK rebuilds its per-layer pointer tables on each run, 392 -> 151 MiB for ~25 % more
+    # time, so that the GAN fits beside the detector on a 1 GB board (accelerators/cpu_tflite.py).
+    opened = registry.open_sessions(model_id, 1, extra={"low_memory": "1"})
     key = f"{CARTOON_TASK}:{model_id}"
     loaded = LoadedTask(key, registry.task_pool(key, list(opened.sessions)), opened.kind, [opened.path.name],
                         opened.fallback_reasons)
@@ -134,7 +176,7 @@ def _build_cartoon(registry: ModelRegistry, model_id: str, max_pixels: int) -> L
 
 async def get_cartoon_task(registry: ModelRegistry, model_id: str, max_pixels: int) -> CartoonTask:
     key = f"{CARTOON_TASK}:{model_id}"
-    loaded = await registry.get_task(key, lambda: _build_cartoon(registry, model_id, max_pixels))
+    loaded = await registry.get_task(key, lambda: _build_cartoon(registry, model_id, max_pixels), {model_id: 1})
     registry.release_when_idle(key, CARTOON_IDLE_S)
     task: CartoonTask = loaded.engine
     return task

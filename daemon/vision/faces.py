@@ -227,6 +227,7 @@ def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 async def get_face_task(registry: ModelRegistry, max_pixels: int) -> FaceTask:
     """The face task of this registry, loaded once on first use."""
-    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels), {
+        DETECTOR_MODEL: registry.task_workers(), DESCRIPTOR_MODEL: registry.task_workers()})
     task: FaceTask = loaded.engine
     return task

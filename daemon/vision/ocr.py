@@ -305,7 +305,8 @@ def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 
 async def get_plate_reader(registry: ModelRegistry, max_pixels: int) -> PlateReader:
-    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels),
+                                     dict.fromkeys((DET_MODEL, REC_MODEL, PLATE_MODEL), registry.task_workers()))
     registry.release_when_idle(TASK, IDLE_S)
     reader: PlateReader = loaded.engine
     return reader

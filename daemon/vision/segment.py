@@ -109,6 +109,7 @@ def _build(registry: ModelRegistry, max_pixels: int) -> LoadedTask:
 
 
 async def get_segment_task(registry: ModelRegistry, max_pixels: int) -> SegmentTask:
-    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels))
+    loaded = await registry.get_task(TASK, lambda: _build(registry, max_pixels),
+                                     {MODEL: registry.task_workers()})
     task: SegmentTask = loaded.engine
     return task

@@ -163,6 +163,6 @@ def _build(registry: ModelRegistry) -> LoadedTask:
 
 
 async def get_sound_task(registry: ModelRegistry) -> SoundTask:
-    loaded = await registry.get_task(TASK, lambda: _build(registry))
+    loaded = await registry.get_task(TASK, lambda: _build(registry), {MODEL: registry.task_workers()})
     task: SoundTask = loaded.engine
     return task

@@ -139,6 +139,7 @@ def _build(registry: ModelRegistry) -> LoadedTask:
 
 
 async def get_text_task(registry: ModelRegistry) -> TextTask:
-    loaded = await registry.get_task(TASK, lambda: _build(registry))
+    loaded = await registry.get_task(TASK, lambda: _build(registry),
+                                     {LEXICON_MODEL: 1})
     task: TextTask = loaded.engine
     return task
