@@ -81,7 +81,7 @@ def rauc_missing() -> str | None:
         return "RAUC tests need root (RAUC loop-mounts bundles)"
     for tool in ("rauc", "dbus-daemon", "dbus-send", "mksquashfs", "openssl"):
         if shutil.which(tool) is None:
-            return f"{tool} not installed (tests/install-system-deps.sh installs it)"
+            return f"{tool} not installed (./install-deps.sh --tests installs it)"
     if not Path("/dev/loop-control").exists():
         return "no loop devices on this machine"
     return None

@@ -2,7 +2,7 @@
 
 `needs_service(reason)` marks a test; `reason` None means the service is there. Outside CI a missing service skips
 the test (a developer may not have installed it); under CI=true it fails, because CI installs every one of them
-(tests/install-system-deps.sh) and a skip there would hide a broken set-up — as the client-package installs do.
+(./install-deps.sh --tests) and a skip there would hide a broken set-up — as the client-package installs do.
 """
 
 from __future__ import annotations
