@@ -4,7 +4,7 @@
 # on the device itself (--root /, the default).
 #
 #   install.sh [--root DIR] (--wheelhouse DIR | --pip-source SPEC) [--extras LIST] [--models DIR]
-#              [--models-list FILE]... [--system-site-packages] [--no-enable]
+#              [--models-list FILE]... [--models-dest DIR] [--system-site-packages] [--no-enable]
 #
 #   --wheelhouse DIR       install offline from wheels built by wheelhouse.sh (pip inside a qemu chroot cannot
 #                          do TLS, so image builds always use this)
@@ -13,6 +13,8 @@
 #   --models DIR           model tree to bake in (layout of ../shared/models); only the files in --models-list
 #   --models-list FILE     relative paths to copy, one per line; repeatable (default: models.list next to this
 #                          script; board overlays add their own list on top of it)
+#   --models-dest DIR      where in the target they go (default /var/lib/perchd/models; the generic image puts
+#                          them into its root slot, /usr/share/perch/models, so that an update brings its own)
 #   --system-site-packages let the venv see apt's python3 packages (Raspberry Pi OS: python3-picamera2)
 #   --no-enable            install the unit without enabling it
 set -euo pipefail
@@ -25,6 +27,7 @@ wheelhouse=
 pip_source=
 models=
 models_lists=()
+models_dest=/var/lib/perchd/models
 extras=
 venv_flags=()
 enable=1
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --pip-source) pip_source=$2; shift 2 ;;
     --models) models=$(cd "$2" && pwd); shift 2 ;;
     --models-list) models_lists+=("$2"); shift 2 ;;
+    --models-dest) models_dest=$2; shift 2 ;;
     --extras) extras=$2; shift 2 ;;
     --system-site-packages) venv_flags+=(--system-site-packages); shift ;;
     --no-enable) enable=0; shift ;;
@@ -101,11 +105,14 @@ else
   in_root "$venv/bin/python" -m compileall -q "$site" >/dev/null
 fi
 in_root "$venv/bin/perchd" --help >/dev/null || die "perchd does not start in the target"
+# `perchd update`, `perchd models pull` and friends are typed by people: on the PATH, not only in the venv.
+install -d "$root/usr/local/bin"
+ln -sfn "$venv/bin/perchd" "$root/usr/local/bin/perchd"
 
 # --- models --------------------------------------------------------------------------------------------------
 if [ -n "$models" ]; then
   step "models from $models"
-  dest=$root/var/lib/perchd/models
+  dest=$root$models_dest
   for list in "${models_lists[@]}"; do
     while read -r rel _; do
       case $rel in '' | '#'*) continue ;; esac

@@ -121,6 +121,13 @@ def save(state_dir: Path, record: UpdateRecord) -> None:
             st = state_dir.stat()
             os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, state_dir / RECORD_FILE)
+        # The rename must reach the disk too: the SD image's data partition commits its journal every 60 s, and a
+        # power cut soon after an install started brought back the previous record (image-build boot test (c)).
+        dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

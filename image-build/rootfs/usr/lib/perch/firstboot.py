@@ -2,8 +2,10 @@
 """Applies perch-settings.txt (and perchd.yaml) from the boot partition: hostname, time zone, Wi-Fi, SSH keys,
 daemon configuration. Run by perch-firstboot.service with the system Python (standard library only).
 
-The file is parsed, never sourced: it is written by hand on any OS and may hold anything. Once applied it is
-renamed to perch-settings.applied.txt with the secrets blanked, so the Wi-Fi password does not stay readable on
+The file is parsed, never sourced: it is written by hand on any OS and may hold anything. Both files are checked
+completely before anything changes (perchd.yaml by the daemon's own config loader), so a mistake is refused with
+one line on the console and in the journal and the box keeps the settings it had. Once applied, the settings file
+is renamed to perch-settings.applied.txt with the secrets blanked, so the Wi-Fi password does not stay readable on
 a partition that every card reader mounts.
 """
 
@@ -34,6 +36,16 @@ KNOWN = {
 HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 WPA_UNIT = "wpa_supplicant@wlan0.service"
+# The daemon's interpreter: its config loader is the one authority on what perchd.yaml may hold.
+PERCHD_PYTHON = Path("/opt/perchd/venv/bin/python")
+CHECK_CONFIG = (
+    "import sys\n"
+    "from perch.daemon.config import ConfigError, load_settings\n"
+    "try:\n"
+    "    load_settings(sys.argv[1], environ={})\n"
+    "except ConfigError as exc:\n"
+    "    sys.exit(str(exc))\n"
+)
 
 
 class SettingsError(ValueError):
@@ -58,6 +70,15 @@ def parse(text: str) -> dict[str, list[str]]:
 def one(values: dict[str, list[str]], key: str) -> str | None:
     found = values.get(key)
     return found[-1] if found else None
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` with a symlink at its end followed within `root`: the image links files that live on the data
+    partition (the Wi-Fi configuration) from /etc, and an update must find them there, not a copy in /etc."""
+    if path.is_symlink():
+        target = Path(os.readlink(path))
+        return root / target.relative_to("/") if target.is_absolute() else path.parent / target
+    return path
 
 
 def write(path: Path, text: str, mode: int) -> None:
@@ -124,15 +145,11 @@ def apply_wifi(root: Path, values: dict[str, list[str]], live: bool) -> None:
     if country:
         head.append(f"country={country}")
     conf = "\n".join([*head, "", "network={", *network, "}", ""])
-    write(root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf", conf, 0o600)
-    wants = root / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    link = wants / WPA_UNIT
-    if not link.is_symlink():
-        link.symlink_to("/usr/lib/systemd/system/wpa_supplicant@.service")
+    write(inside(root, root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"), conf, 0o600)
     if live:
-        # The boot transaction was computed before the link existed: queue the start explicitly.
-        subprocess.run(["systemctl", "start", "--no-block", WPA_UNIT], check=False)
+        # The image starts wpa_supplicant@wlan0 when wlan0 appears and this file exists; wlan0 may have appeared
+        # before the file did, so queue the start explicitly (a no-op without wlan0).
+        subprocess.run(["systemctl", "restart", "--no-block", WPA_UNIT], check=False)
 
 
 def apply_ssh_keys(root: Path, keys: list[str]) -> None:
@@ -141,6 +158,22 @@ def apply_ssh_keys(root: Path, keys: list[str]) -> None:
     existing = target.read_text().splitlines() if target.exists() else []
     lines = existing + [key for key in keys if key not in existing]
     write(target, "\n".join(lines) + "\n", 0o600)
+
+
+def check_ssh_key(key: str) -> None:
+    """ssh-keygen reads the key the way sshd will: a truncated or mangled key line is refused here, not at login."""
+    if not key.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise SettingsError("ssh_authorized_key must be an OpenSSH public key line (ssh-ed25519 AAAA... name)")
+    result = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=key + "\n", capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SettingsError(f"ssh_authorized_key {key[:24]}...: not a valid OpenSSH public key")
+
+
+def check_config(source: Path, python: Path) -> None:
+    result = subprocess.run([str(python), "-c", CHECK_CONFIG, str(source)], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise SettingsError(lines[-1] if lines else f"{source}: refused by perchd's config check")
 
 
 def apply_config(root: Path, source: Path) -> None:
@@ -174,8 +207,7 @@ def validate(values: dict[str, list[str]], root: Path) -> None:
     elif any(key.startswith("wifi_") for key in values):
         raise SettingsError("wifi_* settings need wifi_ssid")
     for key in values.get("ssh_authorized_key", []):
-        if not key.startswith(("ssh-", "ecdsa-", "sk-")):
-            raise SettingsError("ssh_authorized_key must be an OpenSSH public key line")
+        check_ssh_key(key)
 
 
 def redacted(text: str) -> str:
@@ -186,14 +218,22 @@ def redacted(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def run(boot: Path, root: Path, live: bool) -> list[str]:
+def run(boot: Path, root: Path, live: bool, python: Path = PERCHD_PYTHON) -> list[str]:
     """Apply what the boot partition holds; returns what was done, for the journal."""
     done: list[str] = []
-    settings = boot / SETTINGS
+    settings, config = boot / SETTINGS, boot / CONFIG
+    # Everything is checked before the first change: a mistake in either file changes nothing at all.
+    values: dict[str, list[str]] | None = None
     if settings.exists():
         text = settings.read_text(encoding="utf-8", errors="replace")
-        values = parse(text)
-        validate(values, root)
+        try:
+            values = parse(text)
+            validate(values, root)
+        except SettingsError as exc:
+            raise SettingsError(f"{settings}: {exc}") from exc
+    if config.exists():
+        check_config(config, python)
+    if values is not None:
         if name := one(values, "hostname"):
             apply_hostname(root, name, live)
             done.append(f"hostname {name.lower()}")
@@ -209,7 +249,6 @@ def run(boot: Path, root: Path, live: bool) -> list[str]:
         # Written before the original goes, so a power cut never loses the settings silently.
         write(boot / APPLIED, redacted(text), 0o600)
         settings.unlink()
-    config = boot / CONFIG
     if config.exists():
         apply_config(root, config)
         shutil.move(config, boot / (CONFIG + ".applied"))
@@ -221,13 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boot", type=Path, default=Path("/boot/firmware"), help="boot partition mount")
     parser.add_argument("--root", type=Path, default=Path("/"), help="system to configure")
+    parser.add_argument("--perchd-python", type=Path, default=PERCHD_PYTHON, help="interpreter with perchd")
     args = parser.parse_args(argv)
     live = args.root.resolve() == Path("/")
     try:
-        done = run(args.boot, args.root, live)
+        done = run(args.boot, args.root, live, args.perchd_python)
     except (SettingsError, OSError) as exc:
-        # Nothing half-applied is renamed away: the user can fix the file and boot again.
-        print(f"perch-firstboot: {args.boot / SETTINGS}: {exc}", file=sys.stderr)
+        # One line (the unit sends it to the console and the journal); nothing was changed and the files stay
+        # for the user to fix, so the next boot tries again.
+        print(f"perch-firstboot: REFUSED, nothing changed: {exc}", file=sys.stderr)
         return 1
     print("perch-firstboot: applied " + (", ".join(done) if done else "nothing"))
     return 0

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Grows the partition that holds / to the end of its disk, then the ext4 file system on it (see
-# perch-growroot.service). Exit 0 when there is nothing to grow.
+# Grows the data partition (the card's last) to the end of its disk, then the ext4 file system on it, online
+# (perch-growdata.service). Leaves a mark once done; exit 0 when there is nothing to grow.
 set -eu
-source=$(findmnt -nvo SOURCE /)
+source=$(findmnt -nvo SOURCE /data)
 name=${source##*/}
 disk=/dev/$(lsblk -no PKNAME "$source")
 part=$(cat "/sys/class/block/$name/partition")
@@ -11,3 +11,4 @@ rc=0
 growpart "$disk" "$part" || rc=$?
 [ "$rc" -le 1 ] || exit "$rc"
 resize2fs "$source"
+touch /data/.perch-grown
