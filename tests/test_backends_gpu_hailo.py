@@ -20,6 +20,7 @@ from perch.accelerators.base import (
 )
 
 from conftest import MODELS
+from helpers.standins import hailo_module
 from helpers.vendor import importable
 
 YOLOX_ONNX = MODELS / "detection" / "yolox_nano.onnx"
@@ -180,21 +181,7 @@ def _fake_hailo(events: list[str]) -> types.ModuleType:
             assert x.dtype == np.uint8 and x.shape == (1, 4, 4, 3)
             return {"out": np.array([[float(x.sum()), 1.0]], np.float32)}
 
-    class Params:
-        @staticmethod
-        def make(group: Group, format_type: str) -> str:
-            return format_type
-
-        @staticmethod
-        def create_from_hef(hef: HEF, interface: str) -> str:
-            return interface
-
-    mod = types.ModuleType("hailo_platform")
-    mod.__dict__.update(
-        HEF=HEF, VDevice=VDevice, InferVStreams=InferVStreams, ConfigureParams=Params, InputVStreamParams=Params,
-        OutputVStreamParams=Params, FormatType=types.SimpleNamespace(UINT8="u8", FLOAT32="f32"),
-        HailoStreamInterface=types.SimpleNamespace(PCIe="pcie"),
-    )
+    mod = hailo_module(HEF, VDevice, InferVStreams)
     return mod
 
 

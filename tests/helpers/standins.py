@@ -285,20 +285,30 @@ def hailo_platform(monkeypatch: pytest.MonkeyPatch, sources: dict[str, Path]) ->
             out_scale, out_zero = hef.out["quantization"]
             return {"net/output": ((raw.astype(np.float32) - out_zero) * out_scale).astype(np.float32)}
 
-    class Params:
-        @staticmethod
-        def make(group: Group, format_type: str) -> str:
-            return format_type
-
-        @staticmethod
-        def create_from_hef(hef: HEF, interface: str) -> str:
-            return interface
-
-    mod = types.ModuleType("hailo_platform")
-    mod.__dict__.update(
-        HEF=HEF, VDevice=VDevice, InferVStreams=InferVStreams, ConfigureParams=Params, InputVStreamParams=Params,
-        OutputVStreamParams=Params, FormatType=types.SimpleNamespace(UINT8="u8", FLOAT32="f32"),
-        HailoStreamInterface=types.SimpleNamespace(PCIe="pcie"),
-    )
+    mod = hailo_module(HEF, VDevice, InferVStreams)
     monkeypatch.setitem(sys.modules, "hailo_platform", mod)
     yield faults
+
+
+class _HailoParams:
+    """hailo_platform's params factories: what the backend passes on is all a stand-in needs back."""
+
+    @staticmethod
+    def make(group: Any, format_type: str) -> str:
+        return format_type
+
+    @staticmethod
+    def create_from_hef(hef: Any, interface: str) -> str:
+        return interface
+
+
+def hailo_module(hef: type, vdevice: type, infer_vstreams: type) -> types.ModuleType:
+    """A `hailo_platform` module around stand-in HEF, VDevice and InferVStreams classes (the names the backend uses)."""
+    mod = types.ModuleType("hailo_platform")
+    mod.__dict__.update(
+        HEF=hef, VDevice=vdevice, InferVStreams=infer_vstreams, ConfigureParams=_HailoParams,
+        InputVStreamParams=_HailoParams, OutputVStreamParams=_HailoParams,
+        FormatType=types.SimpleNamespace(UINT8="u8", FLOAT32="f32"),
+        HailoStreamInterface=types.SimpleNamespace(PCIe="pcie"),
+    )
+    return mod
