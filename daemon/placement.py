@@ -46,9 +46,6 @@ class Placement:
             if v.accelerator == kind and (not v.soc or kind != "rknn" or soc in v.soc)
         ]
 
-    # The name selection.py's reasons (and perchd hardware's plan) call it by.
-    _variants_for = variants_for
-
     def cores(self) -> int:
         try:
             return len(os.sched_getaffinity(0))

@@ -62,7 +62,7 @@ class ModelRegistry:
     def candidate_kinds(self) -> list[str]:
         return self.placement.candidate_kinds()
 
-    def _variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]:
+    def variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]:
         """For selection.py's reasons (perchd hardware's plan takes a registry)."""
         return self.placement.variants_for(entry, kind)
 

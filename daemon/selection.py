@@ -27,7 +27,7 @@ class _Registry(Protocol):
 
     def candidate_kinds(self) -> list[str]: ...
 
-    def _variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]: ...
+    def variants_for(self, entry: ModelEntry, kind: str) -> list[Variant]: ...
 
 
 def present(model_dir: Path, variants: list[Variant]) -> bool:
@@ -64,7 +64,7 @@ def no_model_reason(registry: _Registry, kind: str, model_id: str) -> str:
     default = registry.manifest.defaults.get("detection", {}).get(kind)
     entry = registry.manifest.models.get(default or "")
     if default and default != model_id and entry is not None:
-        variants = registry._variants_for(entry, kind)
+        variants = registry.variants_for(entry, kind)
         if variants and present(model_dir, variants):
             return f"{lead}; request {default}, which has one"
         if variants:
@@ -99,7 +99,7 @@ def plan(registry: _Registry, model_id: str) -> Plan:
         if kind != "cpu" and report is not None and not report.usable:
             reasons.append(f"{kind}: {report.reason}")
             continue
-        variants = registry._variants_for(entry, kind)
+        variants = registry.variants_for(entry, kind)
         for v in variants:
             if (registry.settings.model_dir / v.file).is_file():
                 return Plan(model_id, kind, v.file, reasons)

@@ -13,12 +13,10 @@ from aiohttp import web
 
 from ..core import Core
 from ..fetch import FetchError, fetch_image
-from ..memory import MemoryBudgetExceeded
 from ..registry import LoadedModel, ModelUnavailable
-from ..scheduler import QueueFull, QueueTimeout
 from ..vision.detect import NMS_IOU, DetectResult
 from ..vision.image import decode_image
-from .middleware import status_for
+from .middleware import EXPECTED_REFUSALS, status_for
 
 log = logging.getLogger("perch.http")
 
@@ -94,7 +92,7 @@ def failure(request: web.Request, exc: Exception) -> tuple[int, str]:
     if isinstance(exc, web.HTTPException):
         return exc.status, exc.reason or "request refused"
     status, message = status_for(exc)
-    if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable, MemoryBudgetExceeded)):
+    if status >= 500 and not isinstance(exc, EXPECTED_REFUSALS):
         log.exception("%s %s failed", request.method, request.path)
     return status, message
 

@@ -19,6 +19,9 @@ from ..scheduler import PoolClosed, QueueFull, QueueTimeout
 from ..vision.image import ImageError
 from .common import CORE, ApiError, Handler, error_response
 
+# Refusals the daemon means to give (busy, out of time, no model, no room): answered without a traceback in the log.
+EXPECTED_REFUSALS = (QueueFull, QueueTimeout, ModelUnavailable, MemoryBudgetExceeded)
+
 log = logging.getLogger("perch.http")
 
 # Successful reads that an open dashboard repeats every few seconds: at info level they would flood the journal
@@ -69,7 +72,7 @@ async def perch_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception as exc:
         status, message = status_for(exc)
-        if status >= 500 and not isinstance(exc, (QueueFull, QueueTimeout, ModelUnavailable, MemoryBudgetExceeded)):
+        if status >= 500 and not isinstance(exc, EXPECTED_REFUSALS):
             log.exception("%s %s failed", request.method, request.path)
         return error_response(request, message, status)
     finally:
