@@ -38,17 +38,23 @@ class Residency:
     memory_mb: float | None = None
     last_used: float = field(default_factory=time.monotonic)
     evicted: bool = False
+    # The budget's (loads started, a load or unload running now), set when it loads this. A model that loads or
+    # unloads while a request runs moves RSS by far more than the request: that growth is the other model's, and
+    # counting it here too would inflate this estimate at every overlap until, months on, it no longer fits.
+    load_clock: Callable[[], tuple[int, bool]] | None = None
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
     async def tracked(self, work: Awaitable[T]) -> T:
-        """Await `work` (a job on this model's pool) and add the RSS it kept to memory_mb. With other jobs running
-        at the same time this over-counts, which errs on the safe side (an earlier unload, never an OOM)."""
+        """Await `work` (a job on this model's pool) and add the RSS it kept to memory_mb. Other requests running
+        at the same time can still over-count, which errs on the safe side (an earlier unload, never an OOM)."""
+        clock = self.load_clock() if self.load_clock is not None else None
         before = rss_mb()
         result = await work
         kept = rss_mb() - before
-        if kept > 1.0 and self.memory_mb is not None:
+        quiet = clock is None or (not clock[1] and self.load_clock is not None and self.load_clock() == clock)
+        if kept > 1.0 and self.memory_mb is not None and quiet:
             self.memory_mb += kept
         return result
 

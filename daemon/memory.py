@@ -126,6 +126,11 @@ class MemoryBudget:
         self.measured: dict[str, float] = {}
         self.evictions = 0
         self.refusals = 0
+        self.loads_started = 0
+
+    def clock(self) -> tuple[int, bool]:
+        """(loads started so far, a load or unload under the lock now): see Residency.load_clock."""
+        return self.loads_started, self.lock.locked()
 
     @property
     def lock(self) -> asyncio.Lock:

@@ -218,6 +218,7 @@ class ModelRegistry:
             elif rss_mb() + need.mb > self.memory.budget_mb:
                 log.warning("loading %s (about %.0f MiB) goes past memory.budget_mb (%.0f MiB): it is the default"
                             " detection model", key, need.mb, self.memory.budget_mb)
+            self.memory.loads_started += 1
             before = rss_mb()
             try:
                 loaded = await asyncio.to_thread(load)
@@ -226,6 +227,7 @@ class ModelRegistry:
                 raise
             grown = max(0.0, rss_mb() - before)
             loaded.residency.memory_mb = grown
+            loaded.residency.load_clock = self.memory.clock
             self.memory.measured[key] = grown
             return loaded
 

@@ -25,7 +25,8 @@ from aiohttp.test_utils import TestClient
 
 from perch.daemon.api.common import CODEPROJECT, DEEPSTACK
 from perch.daemon.app import create_app
-from perch.daemon.memory import MemoryBudgetExceeded, default_budget_mb
+from perch.daemon.loaded import Residency
+from perch.daemon.memory import MemoryBudget, MemoryBudgetExceeded, default_budget_mb
 from perch.daemon.procfs import rss_mb
 from perch.daemon.vision import classify, enhance, segment, sound
 
@@ -46,6 +47,25 @@ def test_default_budget_rule() -> None:
     assert default_budget_mb(300) == 256  # never below 256 MiB
     assert default_budget_mb(8192) == 4915
     assert default_budget_mb(None) == 1024  # RAM unreadable
+
+
+async def test_a_request_beside_a_load_does_not_take_the_loads_memory() -> None:
+    """RSS that grows while another model loads is that model's; only a request's own growth adds to its model's
+    figure (otherwise each overlap would inflate it, and a long-running box would end up refusing the model)."""
+    budget = MemoryBudget(1024)
+    residency = Residency(memory_mb=10.0, load_clock=budget.clock)
+    ballast: list[bytearray] = []
+
+    async def grows(mb: int, load: bool) -> None:
+        if load:
+            budget.loads_started += 1
+        ballast.append(bytearray(os.urandom(mb << 20)))  # touched pages: RSS really grows
+
+    await residency.tracked(grows(32, load=True))
+    assert residency.memory_mb == 10.0
+    await residency.tracked(grows(32, load=False))
+    assert residency.memory_mb is not None and residency.memory_mb > 30.0
+
 
 
 # ---- every route, shuffled, inside the budget ------------------------------------------------------------------
