@@ -81,7 +81,7 @@ def child(key: str, workers: int) -> dict[str, float]:
     asyncio.run(_task(registry, key))
     total = rss_mb() - before
     if not grown:  # no Sessions (the text task's lexicons): the whole load belongs to its first model
-        grown = {registry.manifest.models and "vader": total}
+        grown = {"vader": total}
     return grown
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from perch.daemon.cameras.config import parse_cameras
+from perch.daemon.mqtt import publisher
 from perch.daemon.mqtt.config import MqttConfig
 from perch.daemon.mqtt.discovery import DeviceInfo, discovery_configs
 from perch.daemon.mqtt.identity import BoxIdentity, box_identity
@@ -114,7 +115,7 @@ async def test_upgrade_clears_the_single_box_layout_only_when_its_owner_is_gone(
         for p in publishers:
             await p.start()
         try:
-            await asyncio.sleep(4.0)  # one clean-up window
+            await asyncio.sleep(publisher.CLEANUP_WINDOW_S + 1)  # one clean-up window
             fresh = Subscriber(broker.port, client_id="fresh").start()
             await asyncio.sleep(0.5)
             retained = {m.topic for m in fresh.snapshot() if m.payload}

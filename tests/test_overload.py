@@ -14,9 +14,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from perch.daemon.bench_load import pct as percentile
+
 from conftest import IMAGES, MODELS
 from helpers.daemon import Daemon
-from helpers.load import ControlServer, Kind, Prober, kinds, percentile, run_clients, small_jpeg
+from helpers.load import ControlServer, Kind, Prober, kinds, run_clients, small_jpeg
 
 CLIENTS = 200
 STORM_S = 5.0

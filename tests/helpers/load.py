@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import subprocess
 import sys
@@ -43,9 +44,15 @@ class Kind:
     legacy: bool = False  # sent to the DeepStack listener
 
     def raw(self, port: int) -> bytes:
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {self.content_type}\r\n"
-                f"Content-Length: {len(self.body)}\r\n\r\n")
-        return head.encode() + self.body
+        return _raw(self.path, self.content_type, self.body, port)
+
+
+@functools.lru_cache(maxsize=64)
+def _raw(path: str, content_type: str, body: bytes, port: int) -> bytes:
+    """Built once per kind and port, not per request: the client must cost the 2-core machine next to nothing."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
 
 
 def multipart(files: dict[str, bytes], fields: dict[str, str] | None = None) -> tuple[str, bytes]:
@@ -235,11 +242,6 @@ class ControlServer:
         self.proc.wait(10)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def small_jpeg(path: Any, width: int = 320, quality: int = 80) -> bytes:
     """The photo scaled to `width` pixels: what a camera sends Frigate-style, and cheap for a 2-core load test."""
     import cv2
@@ -252,8 +254,10 @@ def small_jpeg(path: Any, width: int = 320, quality: int = 80) -> bytes:
     return bytes(buf.tobytes())
 
 
-async def run_clients(ports: dict[str, int], plan: list[Kind], seconds: float, timeout: float) -> list[Result]:
-    """len(plan) clients, client i sending plan[i] back to back on its own keep-alive connection for `seconds`."""
+async def run_clients(ports: dict[str, int], plan: list[Kind], seconds: float, timeout: float,
+                      think_s: float = 0.0) -> list[Result]:
+    """len(plan) clients, client i sending plan[i] on its own keep-alive connection for `seconds`: back to back,
+    or with `think_s` between an answer and the next request (a person or a camera server, not a benchmark)."""
     results: list[Result] = []
     deadline = time.monotonic() + seconds
 
@@ -262,6 +266,8 @@ async def run_clients(ports: dict[str, int], plan: list[Kind], seconds: float, t
         try:
             while time.monotonic() < deadline:
                 results.append(await one(conn, kind, timeout))
+                if think_s:
+                    await asyncio.sleep(think_s)
         finally:
             conn.close()
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import IMAGES, MODELS, REPO
 from helpers.daemon import Daemon
-from helpers.load import FrigateClient, Kind, Result, kinds, one, run_clients, small_jpeg
+from helpers.load import FrigateClient, Kind, Result, kinds, run_clients, small_jpeg
 from helpers.rtsp_server import free_port
 from helpers.services import missing_service
 
@@ -117,7 +117,7 @@ async def test_haproxy_in_front_of_three_boxes_loses_no_request(tmp_path: Path) 
                                 jpeg_file)
         plan = [catalogue[n] for n in ("detection", "deepstack", "ultralytics", "detection")]
         # Light enough for the one box left at the end: the comparison is about failing over, not about capacity.
-        load = asyncio.create_task(_paced(haproxy.fronts, plan, 3 * phase_s, think_s=0.3))
+        load = asyncio.create_task(run_clients(haproxy.fronts, plan, 3 * phase_s, timeout=30, think_s=0.3))
         await asyncio.sleep(phase_s)
         killed_at = time.time()
         boxes[0].signal(signal.SIGKILL)
@@ -148,25 +148,6 @@ async def test_haproxy_in_front_of_three_boxes_loses_no_request(tmp_path: Path) 
           f"{len(near)} failed within 1 s of a signal)")
     assert not failed, failed[:5]
     assert rate_after >= rate_before - FRIGATE_MARGIN, (rate_before, rate_after)
-
-
-async def _paced(fronts: dict[str, int], plan: list[Kind], seconds: float, think_s: float) -> list[Result]:
-    from helpers.load import Connection
-
-    results: list[Result] = []
-    deadline = time.monotonic() + seconds
-
-    async def client(kind: Kind) -> None:
-        conn = Connection(fronts["legacy" if kind.legacy else "main"])
-        try:
-            while time.monotonic() < deadline:
-                results.append(await one(conn, kind, timeout=30))
-                await asyncio.sleep(think_s)
-        finally:
-            conn.close()
-
-    await asyncio.gather(*(client(k) for k in plan))
-    return results
 
 
 async def _wait_port(port: int, timeout: float = 10) -> None:
